@@ -1,0 +1,140 @@
+"""Matrix-free access to the Jacobian of a model and to its empirical NTK.
+
+Notation used throughout :mod:`ntksearch.ntk`:
+
+* ``apply_fn(params, x)`` is the model, ``params`` any pytree of arrays, the output any shape.
+* θ ∈ Rᵖ is ``params`` flattened (``jax.flatten_util.ravel_pytree``), z = vec(apply_fn(params, x)) ∈ Rⁿ
+  the flattened output (the "state": batch × outputs, or batch × time × hidden for a recurrent trajectory).
+* J = ∂z/∂θ ∈ Rⁿˣᵖ and the empirical NTK K = J Jᵀ ∈ Rⁿˣⁿ (symmetric PSD, rank ≤ min(n, p)).
+
+Neither J nor K is ever formed here. Two products are available, each one automatic-differentiation pass:
+
+* ``jvp``: v ∈ Rᵖ ↦ J v ∈ Rⁿ (forward mode, :func:`jax.jvp`),
+* ``vjp``: u ∈ Rⁿ ↦ Jᵀ u ∈ Rᵖ (reverse mode, :func:`jax.vjp`),
+
+and their composition ``matvec``: u ↦ K u = J (Jᵀ u) (one VJP then one JVP). The batched versions map over a
+leading probe axis with :func:`jax.vmap`; inside one call the model is linearised once (one primal pass) and
+the linearisation is shared by every probe of the block.
+
+All functions are pure and jit-compiled with ``apply_fn`` as a static argument: calls with the same
+``apply_fn`` object (or an equal, hashable one) and the same shapes reuse the compiled code. Computation
+runs in the dtype of the parameters: float32 by default, float64 when ``jax_enable_x64`` is on and the
+parameters are float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+Array = jax.Array
+Params = Any
+ApplyFn = Callable[[Params, Array], Array]
+
+__all__ = ["ApplyFn", "NTKOperator", "flat_model", "jvp_batch", "kvp_batch", "vjp_batch"]
+
+
+def flat_model(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[Callable[[Array], Array], Array]:
+    """Return ``(f, θ)`` with f: Rᵖ → Rⁿ, f(θ) = vec(apply_fn(unravel(θ), x)), and θ the flat parameters."""
+    theta, unravel = ravel_pytree(params)
+
+    def f(flat: Array) -> Array:
+        return jnp.ravel(apply_fn(unravel(flat), x))
+
+    return f, theta
+
+
+@partial(jax.jit, static_argnums=0)
+def jvp_batch(apply_fn: ApplyFn, params: Params, x: Array, v: Array) -> Array:
+    """Forward products J vᵢ for a block of parameter-space probes.
+
+    Args:
+      v: (b, p) probes. Returns: (b, n), row i = J vᵢ. Cost: b JVPs sharing one linearisation.
+    """
+    f, theta = flat_model(apply_fn, params, x)
+    _, f_jvp = jax.linearize(f, theta)
+    return jax.vmap(f_jvp)(v.astype(theta.dtype))
+
+
+@partial(jax.jit, static_argnums=0)
+def vjp_batch(apply_fn: ApplyFn, params: Params, x: Array, u: Array) -> Array:
+    """Reverse products Jᵀ uᵢ for a block of state-space probes.
+
+    Args:
+      u: (b, n) probes. Returns: (b, p), row i = Jᵀ uᵢ. Cost: b VJPs sharing one forward pass.
+    """
+    f, theta = flat_model(apply_fn, params, x)
+    z, f_vjp = jax.vjp(f, theta)
+    return jax.vmap(lambda ui: f_vjp(ui.astype(z.dtype))[0])(u)
+
+
+@partial(jax.jit, static_argnums=0)
+def kvp_batch(apply_fn: ApplyFn, params: Params, x: Array, u: Array) -> Array:
+    """NTK products K uᵢ = J (Jᵀ uᵢ) for a block of state-space probes.
+
+    Args:
+      u: (b, n). Returns: (b, n). Cost: b VJPs and b JVPs (the "K-matvec" of the Direct method).
+    """
+    f, theta = flat_model(apply_fn, params, x)
+    z, f_vjp = jax.vjp(f, theta)
+    _, f_jvp = jax.linearize(f, theta)
+    return jax.vmap(lambda ui: f_jvp(f_vjp(ui.astype(z.dtype))[0]))(u)
+
+
+@dataclass(frozen=True)
+class NTKOperator:
+    """The empirical NTK of ``apply_fn`` at ``(params, x)`` as a linear operator.
+
+    Holds the model, the point and the sizes; every product is a jit-compiled, vmapped pass (see the module
+    docstring). ``n`` is the state dimension, ``p`` the number of parameters.
+
+    Example::
+
+        op = NTKOperator.create(apply_fn, params, x)
+        ku = op.matvec(u)            # (n,)  = K u
+        jv = op.jvp(v)               # (n,)  = J v
+        ju = op.vjp(u_block)         # (b, p) = (Jᵀ uᵢ)ᵢ for a (b, n) block
+    """
+
+    apply_fn: ApplyFn
+    params: Params
+    x: Array
+    n: int
+    p: int
+    out_shape: tuple[int, ...]
+    dtype: jnp.dtype
+
+    @classmethod
+    def create(cls, apply_fn: ApplyFn, params: Params, x: Array) -> NTKOperator:
+        """Build the operator; evaluates the output shape abstractly (no FLOPs spent)."""
+        theta, _ = ravel_pytree(params)
+        out = jax.eval_shape(apply_fn, params, x)
+        n = 1
+        for s in out.shape:
+            n *= int(s)
+        return cls(apply_fn, params, x, n, int(theta.size), tuple(out.shape), theta.dtype)
+
+    def jvp(self, v: Array) -> Array:
+        """J v for v of shape (p,) or a block (b, p)."""
+        return _single_or_batch(jvp_batch, self, v)
+
+    def vjp(self, u: Array) -> Array:
+        """Jᵀ u for u of shape (n,) or a block (b, n)."""
+        return _single_or_batch(vjp_batch, self, u)
+
+    def matvec(self, u: Array) -> Array:
+        """K u = J (Jᵀ u) for u of shape (n,) or a block (b, n)."""
+        return _single_or_batch(kvp_batch, self, u)
+
+
+def _single_or_batch(fn: Callable[..., Array], op: NTKOperator, w: Array) -> Array:
+    w = jnp.asarray(w)
+    if w.ndim == 1:
+        return fn(op.apply_fn, op.params, op.x, w[None])[0]
+    return fn(op.apply_fn, op.params, op.x, w)
