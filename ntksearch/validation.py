@@ -148,4 +148,6 @@ def _check_range(node: Node, value: float, minimum: float | None, maximum: float
 def _describe(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, Mapping | list) else type(value).__name__
+    if isinstance(value, Mapping | list):
+        return type(value).__name__
+    return f"{type(value).__name__} {value!r}"

@@ -70,7 +70,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, jvp_batch, vjp_batch
+from ntksearch.ntk.operator import (
+    ApplyFn,
+    Array,
+    NTKOperator,
+    Params,
+    adjoint_images,
+    images,
+    smaller_side,
+    vjp_batch,
+)
 
 __all__ = [
     "METHODS",
@@ -133,22 +142,6 @@ class _Plan:
     square: bool  # tr A² residual by Hutchinson on A² (needs the other AD mode)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Side-generic products: images M·w on the probed side, and A·w via the other mode.
-
-
-def _images(side: str, apply_fn: ApplyFn, params: Params, x: Array, w: Array) -> Array:
-    """(b, d) probes → (b, D) images: Jᵀu (state side) or J w (param side)."""
-    fn = vjp_batch if side == "state" else jvp_batch
-    return fn(apply_fn, params, x, w)
-
-
-def _adjoint_images(side: str, apply_fn: ApplyFn, params: Params, x: Array, img: Array) -> Array:
-    """(b, D) images M w → (b, d) products A w = Mᵀ(M w), one pass of the other mode each."""
-    fn = jvp_batch if side == "state" else vjp_batch
-    return fn(apply_fn, params, x, img)
-
-
 def _chunked(fn: Callable[[Array], Array], rows: Array, chunk: int) -> Array:
     """Apply a row-batched fn in fixed-size chunks (zero-padded, so one compiled shape serves all)."""
     k = rows.shape[0]
@@ -180,10 +173,10 @@ def _block_replicate(
     z = jax.random.rademacher(key, (block_size, dim), dtype=dtype)
     if basis.shape[1]:
         z = z - (z @ basis) @ basis.T
-    img = _images(side, apply_fn, params, x, z)  # (b, D)
+    img = images(side, apply_fn, params, x, z)  # (b, D)
     tr_rep = jnp.mean(jnp.sum(img**2, axis=1))
     if square:
-        f2_rep = jnp.mean(jnp.sum(_adjoint_images(side, apply_fn, params, x, img) ** 2, axis=1))
+        f2_rep = jnp.mean(jnp.sum(adjoint_images(side, apply_fn, params, x, img) ** 2, axis=1))
     else:
         gram = img @ img.T
         off = jnp.sum(gram**2) - jnp.sum(jnp.diag(gram) ** 2)
@@ -203,7 +196,7 @@ def _plan(method: str, n: int, p: int, max_matvecs: int, rtol: float, sketch_siz
         raise ValueError(f"unknown NTK estimation method {method!r}; allowed: {', '.join(METHODS)}")
     if max_matvecs < 1:
         raise ValueError(f"max_matvecs must be a positive number of AD passes, got {max_matvecs}")
-    small_side = "state" if n <= p else "param"
+    small_side = smaller_side(n, p)
     d_small = min(n, p)
     if method == "auto":
         method = _auto_method(n, p, max_matvecs, rtol)
@@ -261,26 +254,26 @@ class _Fixed:
 def _fixed_part(plan: _Plan, op: NTKOperator, key: Array) -> _Fixed:
     side, q, chunk = plan.side, plan.sketch_size, plan.block_size
     dim = op.n if side == "state" else op.p
-    images = lambda w: _images(side, op.apply_fn, op.params, op.x, w)
-    adjoint = lambda w: _adjoint_images(side, op.apply_fn, op.params, op.x, w)
+    image_of = lambda w: images(side, op.apply_fn, op.params, op.x, w)
+    adjoint_of = lambda w: adjoint_images(side, op.apply_fn, op.params, op.x, w)
     empty = jnp.zeros((dim, 0), op.dtype), jnp.zeros((0, 1), op.dtype)
     if plan.sketch == "none":
         return _Fixed(*empty, 0, 0.0, 0.0, 0, 0)
     if plan.sketch == "identity":  # the images of all basis vectors: the Jacobian itself, row by row
         eye_rows = lambda i: jax.nn.one_hot(jnp.arange(i, i + chunk), dim, dtype=op.dtype)
-        jac = jnp.concatenate([images(eye_rows(i)) for i in range(0, dim, chunk)])[:dim]
+        jac = jnp.concatenate([image_of(eye_rows(i)) for i in range(0, dim, chunk)])[:dim]
         return _Fixed(*empty, dim, float(jnp.sum(jac**2)), float(_gram_sq_norm(jac)), dim, 0)
     n_other = 0
     if plan.sketch == "random":
         basis = jnp.linalg.qr(jax.random.normal(key, (dim, q), op.dtype))[0]
     else:  # range finder: Q = orth(A S)
         sketch = jax.random.rademacher(key, (q, dim), dtype=op.dtype)
-        basis = jnp.linalg.qr(_chunked(lambda s: adjoint(images(s)), sketch, chunk).T)[0]
+        basis = jnp.linalg.qr(_chunked(lambda s: adjoint_of(image_of(s)), sketch, chunk).T)[0]
         n_other = q
-    basis_images = _chunked(images, basis.T, chunk)
+    basis_images = _chunked(image_of, basis.T, chunk)
     n_main = q + (q if plan.sketch == "range" else 0)
     if plan.square:
-        f2 = float(jnp.sum(_chunked(adjoint, basis_images, chunk) ** 2))
+        f2 = float(jnp.sum(_chunked(adjoint_of, basis_images, chunk) ** 2))
         n_other += q
     else:
         f2 = float(_gram_sq_norm(basis_images))

@@ -64,5 +64,7 @@ def exact_ntk_stats(apply_fn: ApplyFn, params: Params, x: Array, y: Array | None
 
 
 def _alignment(kernel: np.ndarray, y: np.ndarray, fro: float) -> float:
-    return float(y @ kernel @ y / (fro * (y @ y)))
+    """yᵀKy / (‖K‖_F ‖y‖²); NaN when K or y is zero."""
+    denom = fro * (y @ y)
+    return float(y @ kernel @ y / denom) if denom > 0 else float("nan")
 

@@ -37,7 +37,17 @@ Array = jax.Array
 Params = Any
 ApplyFn = Callable[[Params, Array], Array]
 
-__all__ = ["ApplyFn", "NTKOperator", "flat_model", "jvp_batch", "kvp_batch", "vjp_batch"]
+__all__ = [
+    "ApplyFn",
+    "NTKOperator",
+    "adjoint_images",
+    "flat_model",
+    "images",
+    "jvp_batch",
+    "kvp_batch",
+    "smaller_side",
+    "vjp_batch",
+]
 
 
 def flat_model(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[Callable[[Array], Array], Array]:
@@ -85,6 +95,29 @@ def kvp_batch(apply_fn: ApplyFn, params: Params, x: Array, u: Array) -> Array:
     z, f_vjp = jax.vjp(f, theta)
     _, f_jvp = jax.linearize(f, theta)
     return jax.vmap(lambda ui: f_jvp(f_vjp(ui.astype(z.dtype))[0]))(u)
+
+
+def smaller_side(n: int, p: int) -> str:
+    """``"state"`` when n ≤ p, else ``"param"``: the side whose Gram matrix (K or JᵀJ) is smaller."""
+    return "state" if n <= p else "param"
+
+
+def images(side: str, apply_fn: ApplyFn, params: Params, x: Array, w: Array) -> Array:
+    """Probe images on one side: (b, n) → (b, p) Jᵀu for ``"state"``; (b, p) → (b, n) J w for ``"param"``.
+
+    With M the map w ↦ image, A = MᵀM is K (state side) or JᵀJ (param side); both have trace ‖J‖²_F.
+    """
+    fn = vjp_batch if side == "state" else jvp_batch
+    return fn(apply_fn, params, x, w)
+
+
+def adjoint_images(side: str, apply_fn: ApplyFn, params: Params, x: Array, img: Array) -> Array:
+    """Images M w → A w = Mᵀ(M w): K u = J(Jᵀu) on the state side, JᵀJ w on the param side.
+
+    One pass of the *other* AD mode per row: (b, p) → (b, n) by JVP, or (b, n) → (b, p) by VJP.
+    """
+    fn = jvp_batch if side == "state" else vjp_batch
+    return fn(apply_fn, params, x, img)
 
 
 @dataclass(frozen=True)
