@@ -1,0 +1,168 @@
+"""Training hyperparameters, the optimizer registry and the learning-rate schedules.
+
+Optimizers and schedules are built from *traced* scalars (learning rate, weight decay, clipping norm, warmup
+and total steps), so candidates that differ only in those values share one compiled train step; only the
+optimizer and schedule names are static.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ntksearch.validation import Node
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "ScheduleArgs", "TrainHParams", "make_transform"]
+
+Scalar = float | jax.Array
+OptimizerFactory = Callable[[Scalar, Scalar], optax.GradientTransformation]
+
+_MOMENTUM = 0.9
+
+
+def _sgd(learning_rate: Scalar, weight_decay: Scalar) -> optax.GradientTransformation:
+    """Plain SGD on the loss plus the L2 term ½·wd·‖θ‖² (coupled weight decay)."""
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate))
+
+
+def _momentum(learning_rate: Scalar, weight_decay: Scalar) -> optax.GradientTransformation:
+    """Heavy-ball SGD (momentum 0.9) with coupled weight decay."""
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=_MOMENTUM))
+
+
+def _adam(learning_rate: Scalar, weight_decay: Scalar) -> optax.GradientTransformation:
+    """Adam with coupled (L2) weight decay added to the gradient before the moment estimates."""
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate))
+
+
+def _adamw(learning_rate: Scalar, weight_decay: Scalar) -> optax.GradientTransformation:
+    """AdamW: decoupled weight decay, θ ← θ − lr·(adam_update + wd·θ)."""
+    return optax.adamw(learning_rate, weight_decay=weight_decay)
+
+
+OPTIMIZERS: dict[str, OptimizerFactory] = {
+    "sgd": _sgd,
+    "momentum": _momentum,
+    "adam": _adam,
+    "adamw": _adamw,
+}
+
+
+class ScheduleArgs(NamedTuple):
+    """The dynamic (traced) hyperparameters of one training run, float32 scalars."""
+
+    learning_rate: jax.Array
+    weight_decay: jax.Array
+    clip_norm: jax.Array      # +inf: no clipping
+    warmup_steps: jax.Array
+    total_steps: jax.Array
+
+
+def _warmup(step: jax.Array, args: ScheduleArgs) -> jax.Array:
+    """Linear warmup factor min(1, (t + 1) / warmup); 1 without warmup."""
+    return jnp.minimum(1.0, (step + 1) / jnp.maximum(args.warmup_steps, 1.0))
+
+
+def _constant(step: jax.Array, args: ScheduleArgs) -> jax.Array:
+    return args.learning_rate * _warmup(step, args)
+
+
+def _cosine(step: jax.Array, args: ScheduleArgs) -> jax.Array:
+    """lr·½(1 + cos(π·u)), u = (t − warmup)/(total − warmup) clipped to [0, 1]: from lr down to 0."""
+    progress = jnp.clip((step - args.warmup_steps) / jnp.maximum(args.total_steps - args.warmup_steps, 1.0),
+                        0.0, 1.0)
+    return args.learning_rate * _warmup(step, args) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+
+
+SCHEDULES: dict[str, Callable[[jax.Array, ScheduleArgs], jax.Array]] = {
+    "constant": _constant,
+    "cosine": _cosine,
+}
+
+
+def make_transform(optimizer: str, args: ScheduleArgs, learning_rate: Scalar) -> optax.GradientTransformation:
+    """Gradient clipping by global norm (``args.clip_norm``) followed by ``OPTIMIZERS[optimizer]``."""
+    return optax.chain(optax.clip_by_global_norm(args.clip_norm),
+                       OPTIMIZERS[optimizer](learning_rate, args.weight_decay))
+
+
+def _optional(check: Callable[[Node], Any]) -> Callable[[Node], Any]:
+    return lambda node: None if node.value is None else check(node)
+
+
+_CHECKS: dict[str, Callable[[Node], Any]] = {
+    "optimizer": lambda node: node.string(choices=OPTIMIZERS),
+    "learning_rate": lambda node: node.number(minimum=0.0, exclusive_minimum=True),
+    "weight_decay": lambda node: node.number(minimum=0.0),
+    "batch_size": lambda node: node.integer(minimum=1),
+    "epochs": lambda node: node.integer(minimum=1),
+    "max_steps": _optional(lambda node: node.integer(minimum=1)),
+    "grad_clip_norm": _optional(lambda node: node.number(minimum=0.0, exclusive_minimum=True)),
+    "schedule": lambda node: node.string(choices=SCHEDULES),
+    "warmup_steps": lambda node: node.integer(minimum=0),
+}
+
+
+def _validated(values: Mapping[str, Any], file: str | Path | None, path: str) -> dict[str, Any]:
+    """Check and normalise hyperparameter values; :class:`~ntksearch.validation.ConfigError` on problems."""
+    plain = {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()}
+    root = Node(plain, file, path)
+    root.mapping(optional=_CHECKS)
+    return {key: _CHECKS[key](root[key]) for key in plain}
+
+
+@dataclass(frozen=True)
+class TrainHParams:
+    """Hyperparameters of a short confirmation training run.
+
+    Attributes:
+      optimizer: a key of :data:`OPTIMIZERS` (sgd, momentum, adam, adamw).
+      learning_rate: peak learning rate (> 0).
+      weight_decay: L2 coefficient (coupled for sgd/momentum/adam, decoupled for adamw), ≥ 0.
+      batch_size: minibatch size (capped at the training-set size; the last incomplete batch is dropped).
+      epochs: passes over the training split.
+      max_steps: stop after this many optimizer steps (``None``: epochs × steps per epoch).
+      grad_clip_norm: clip gradients to this global L2 norm (``None``: no clipping).
+      schedule: ``"cosine"`` (decay to 0 over the run) or ``"constant"``.
+      warmup_steps: linear warmup from lr/warmup to lr over this many steps.
+
+    Values are validated on construction; errors are :class:`~ntksearch.validation.ConfigError`.
+    """
+
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 5
+    max_steps: int | None = None
+    grad_clip_norm: float | None = None
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        for key, value in _validated(dataclasses.asdict(self), None, "").items():
+            object.__setattr__(self, key, value)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, file: str | Path | None = None,
+                  path: str = "") -> TrainHParams:
+        """Build from a mapping (a space point's ``train`` dict, a YAML section); missing keys keep defaults.
+
+        ``file`` and ``path`` (the key path of ``values`` in its document) locate errors: unknown keys and bad
+        values raise ``ConfigError("<file>: <path.key>: <message>")`` listing what is allowed.
+        """
+        return cls(**_validated(values, file, path))
+
+    def schedule_args(self, total_steps: int) -> ScheduleArgs:
+        """The traced scalars for a run of ``total_steps`` optimizer steps."""
+        clip = np.inf if self.grad_clip_norm is None else self.grad_clip_norm
+        values = (self.learning_rate, self.weight_decay, clip, self.warmup_steps, total_steps)
+        return ScheduleArgs(*(jnp.asarray(v, jnp.float32) for v in values))
