@@ -26,7 +26,7 @@ Each is unbiased. The methods differ only in Q and in the tr A² residual:
 =============  ======  =============================================  ========================  ==========
 method         side    Q                                              tr A² residual            AD modes
 =============  ======  =============================================  ========================  ==========
-``exact``      smaller all d basis vectors (no residual; = J itself)  —                         one
+``exact``      smaller all d basis vectors (no residual)             Σᵢ ‖A eᵢ‖² (other mode)   both
 ``hutchinson`` state   none                                           cross moment              VJP only
 ``reverse``    state   q random orthonormal directions (the paper's)  cross moment              VJP only
 ``forward``    param   q random orthonormal directions (the paper's)  cross moment              JVP only
@@ -91,7 +91,6 @@ __all__ = [
 
 METHODS = ("auto", "exact", "hutchinson", "hutch++", "forward", "reverse")
 QUANTITIES = ("trace", "frobenius", "effective_rank", "label_alignment", "label_alignment_centred")
-_EXACT_MEMORY_LIMIT = 2**26  # elements of the dense Jacobian the exact method may hold (256 MiB in f32)
 
 
 class NonFiniteModelError(ValueError):
@@ -151,6 +150,17 @@ def _chunked(fn: Callable[[Array], Array], rows: Array, chunk: int) -> Array:
     return jnp.concatenate(out)[:k]
 
 
+@partial(jax.jit, static_argnames=("apply_fn", "side", "dim", "chunk", "square"))
+def _exact_chunk(
+    apply_fn: ApplyFn, params: Params, x: Array, start: int, *, side: str, dim: int, chunk: int, square: bool
+) -> Array:
+    """(Σ‖M eᵢ‖², Σ‖A eᵢ‖²) over the basis vectors eᵢ, i ∈ [start, start + chunk) ∩ [0, d)."""
+    basis = jax.nn.one_hot(start + jnp.arange(chunk), dim, dtype=jax.tree_util.tree_leaves(params)[0].dtype)
+    img = images(side, apply_fn, params, x, basis)
+    f2 = jnp.sum(adjoint_images(side, apply_fn, params, x, img) ** 2) if square else jnp.zeros((), img.dtype)
+    return jnp.stack([jnp.sum(img**2), f2])
+
+
 @partial(jax.jit, static_argnames=("apply_fn", "side", "dim", "block_size", "square"))
 def _block_replicate(
     apply_fn: ApplyFn,
@@ -190,8 +200,16 @@ def _block_replicate(
 # Planning
 
 
-def _plan(method: str, n: int, p: int, max_matvecs: int, rtol: float, sketch_size: int | None,
-          block_size: int | None) -> _Plan:
+def _plan(
+    method: str,
+    n: int,
+    p: int,
+    max_matvecs: int,
+    rtol: float,
+    sketch_size: int | None,
+    block_size: int | None,
+    need_f2: bool,
+) -> _Plan:
     if method not in METHODS:
         raise ValueError(f"unknown NTK estimation method {method!r}; allowed: {', '.join(METHODS)}")
     if max_matvecs < 1:
@@ -199,14 +217,15 @@ def _plan(method: str, n: int, p: int, max_matvecs: int, rtol: float, sketch_siz
     small_side = smaller_side(n, p)
     d_small = min(n, p)
     if method == "auto":
-        method = _auto_method(n, p, max_matvecs, rtol)
+        method = _auto_method(n, p, max_matvecs, rtol, need_f2)
     if method == "exact":
-        if d_small > max_matvecs:
+        cost = d_small * (2 if need_f2 else 1)
+        if cost > max_matvecs:
             raise ValueError(
-                f"exact NTK needs min(n, p) = {d_small} AD passes but max_matvecs = {max_matvecs}; raise the "
-                "budget or use a randomised method"
+                f"exact NTK needs {cost} AD passes (min(n, p) = {d_small}, twice when tr K² is wanted) but "
+                f"max_matvecs = {max_matvecs}; raise the budget or use a randomised method"
             )
-        return _Plan("exact", small_side, "identity", d_small, min(d_small, 64), False)
+        return _Plan("exact", small_side, "identity", d_small, min(d_small, 64), need_f2)
     side = {"hutchinson": "state", "reverse": "state", "forward": "param"}.get(method, small_side)
     dim = n if side == "state" else p
     if block_size is None:
@@ -219,17 +238,13 @@ def _plan(method: str, n: int, p: int, max_matvecs: int, rtol: float, sketch_siz
         q = max_matvecs // 6 if sketch_size is None else sketch_size
         return _Plan(method, side, "random", min(q, dim), block_size, False)
     q = max_matvecs // 8 if sketch_size is None else sketch_size  # hutch++: the sketch costs 4q passes
-    return _Plan(method, side, "range", min(max(q, 1), dim), block_size, True)
+    return _Plan(method, side, "range", min(max(q, 1), dim), block_size, need_f2)
 
 
-def _auto_method(n: int, p: int, max_matvecs: int, rtol: float) -> str:
-    """Exact when min(n, p) passes fit in a quarter of the budget (and J fits in memory), else Hutch++.
-
-    The quarter: an exact answer for ≤ 25% of the budget beats a randomised one at that budget, and the
-    dense Jacobian of the small side must stay below ``_EXACT_MEMORY_LIMIT`` elements.
-    """
+def _auto_method(n: int, p: int, max_matvecs: int, rtol: float, need_f2: bool) -> str:
+    """Exact when its passes fit in half the budget, else Hutch++."""
     del rtol
-    if 4 * min(n, p) <= max_matvecs and n * p <= _EXACT_MEMORY_LIMIT:
+    if min(n, p) * (2 if need_f2 else 1) <= max_matvecs // 2:
         return "exact"
     return "hutch++"
 
@@ -259,10 +274,14 @@ def _fixed_part(plan: _Plan, op: NTKOperator, key: Array) -> _Fixed:
     empty = jnp.zeros((dim, 0), op.dtype), jnp.zeros((0, 1), op.dtype)
     if plan.sketch == "none":
         return _Fixed(*empty, 0, 0.0, 0.0, 0, 0)
-    if plan.sketch == "identity":  # the images of all basis vectors: the Jacobian itself, row by row
-        eye_rows = lambda i: jax.nn.one_hot(jnp.arange(i, i + chunk), dim, dtype=op.dtype)
-        jac = jnp.concatenate([image_of(eye_rows(i)) for i in range(0, dim, chunk)])[:dim]
-        return _Fixed(*empty, dim, float(jnp.sum(jac**2)), float(_gram_sq_norm(jac)), dim, 0)
+    if plan.sketch == "identity":  # stream the basis: tr A = Σ‖M eᵢ‖², tr A² = Σ‖A eᵢ‖²
+        sums = sum(
+            _exact_chunk(
+                op.apply_fn, op.params, op.x, start, side=side, dim=dim, chunk=chunk, square=plan.square
+            )
+            for start in range(0, dim, chunk)
+        )
+        return _Fixed(*empty, dim, float(sums[0]), float(sums[1]), dim, dim if plan.square else 0)
     n_other = 0
     if plan.sketch == "random":
         basis = jnp.linalg.qr(jax.random.normal(key, (dim, q), op.dtype))[0]
@@ -327,14 +346,16 @@ def ntk_metrics(
       method: one of ``auto, exact, hutchinson, hutch++, forward, reverse`` (see the module docstring).
       rtol: stop once every requested quantity's relative standard error is ≤ rtol (0: spend the budget).
       max_matvecs: budget in AD passes (JVPs + VJPs), including the sketch and yᵀKy.
-      quantities: which of ``QUANTITIES`` must reach ``rtol`` (default: all that are returned).
+      quantities: which of ``QUANTITIES`` to compute, return and drive to ``rtol`` (default: all available;
+        asking for the trace alone lets ``exact`` and ``hutch++`` skip the passes tr K² needs).
       min_blocks: blocks drawn before the stopping rule is checked (≥ 2, for a standard error).
       sketch_size: q, the deflation block size (default: budget/6 for forward/reverse, budget/8 for hutch++).
       block_size: probes per block (default min(16, max(2, budget/32))).
 
     Returns:
       ``{"trace", "frobenius", "effective_rank"}`` and, when y is given, ``"label_alignment"`` and
-      ``"label_alignment_centred"`` (y minus its mean over axis 0), each an :class:`Estimate`.
+      ``"label_alignment_centred"`` (y minus its mean over axis 0), each an :class:`Estimate` (only the
+      requested ``quantities`` when given).
 
     Raises:
       ValueError: bad method, budget or y shape, or a budget too small for ``min_blocks`` blocks.
@@ -344,8 +365,8 @@ def ntk_metrics(
         raise ValueError(f"min_blocks must be ≥ 2 to estimate a standard error, got {min_blocks}")
     op = NTKOperator.create(apply_fn, params, x)
     _check_inputs(op, y)
-    plan = _plan(method, op.n, op.p, max_matvecs, rtol, sketch_size, block_size)
     wanted = _requested(quantities, y is not None)
+    plan = _plan(method, op.n, op.p, max_matvecs, rtol, sketch_size, block_size, need_f2=wanted != ("trace",))
     key_sketch, key_probes = jax.random.split(key)
 
     n_label_vjp = 0
@@ -376,8 +397,15 @@ def ntk_metrics(
         dim = op.n if plan.side == "state" else op.p
         while main_budget >= block_cost:
             rep = _block_replicate(
-                op.apply_fn, op.params, op.x, jax.random.fold_in(key_probes, len(reps)),
-                fixed.basis, fixed.basis_images, side=plan.side, dim=dim, block_size=plan.block_size,
+                op.apply_fn,
+                op.params,
+                op.x,
+                jax.random.fold_in(key_probes, len(reps)),
+                fixed.basis,
+                fixed.basis_images,
+                side=plan.side,
+                dim=dim,
+                block_size=plan.block_size,
                 square=plan.square,
             )
             reps.append(np.asarray(rep, dtype=np.float64))
@@ -398,7 +426,7 @@ def ntk_metrics(
     return {
         name: Estimate(v, se, bias, plan.method, n_jvp, n_vjp, n_probes, converged)
         for name, (v, se, bias) in values.items()
-        if name in _requested(None, y is not None)
+        if name in wanted
     }
 
 
@@ -429,14 +457,15 @@ def _functions(fixed: _Fixed, labels: Mapping[str, tuple[float, float]]) -> dict
 
     out: dict[str, Callable] = {"trace": trace, "frobenius": frob, "effective_rank": eff_rank}
     for name, (yky, ynorm) in labels.items():
-        out[name] = (
-            lambda m, yky=yky, ynorm=ynorm: yky / (frob(m) * ynorm) if frob(m) > 0 and ynorm > 0 else math.nan
+        out[name] = lambda m, yky=yky, ynorm=ynorm: (
+            yky / (frob(m) * ynorm) if frob(m) > 0 and ynorm > 0 else math.nan
         )
     return out
 
 
-def _summarise(fixed: _Fixed, reps: np.ndarray, labels: Mapping[str, tuple[float, float]]
-               ) -> dict[str, tuple[float, float, float]]:
+def _summarise(
+    fixed: _Fixed, reps: np.ndarray, labels: Mapping[str, tuple[float, float]]
+) -> dict[str, tuple[float, float, float]]:
     """(value, jackknife stderr, jackknife bias) of every quantity from the (B, 2) block replicates."""
     funcs = _functions(fixed, labels)
     n_blocks = reps.shape[0]

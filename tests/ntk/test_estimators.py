@@ -47,18 +47,24 @@ def test_exact_method_equals_dense(problem):
     for name, e in est.items():
         assert e.stderr == 0.0 and e.converged
         np.testing.assert_allclose(e.value, truth[name], rtol=1e-10)
-    assert est["trace"].matvecs == est["trace"].n_probes + 2  # + the two label VJPs
+    assert est["trace"].matvecs == 2 * est["trace"].n_probes + 2  # A eᵢ for tr K², + the two label VJPs
 
 
 def test_exact_costs_min_n_p_passes(problem):
+    """The cheapest exact path: min(n, p) one-sided passes for tr K, as many again for tr K²."""
     from ntksearch.ntk import NTKOperator
 
     op = NTKOperator.create(problem.apply_fn, problem.params, problem.x)
-    e = ntk_metrics(problem.apply_fn, problem.params, problem.x, key=jax.random.PRNGKey(0), method="exact",
-                    max_matvecs=10_000)["trace"]
-    assert e.n_probes == min(op.n, op.p)
-    assert (e.n_vjp if op.n <= op.p else e.n_jvp) == min(op.n, op.p)
-    assert e.matvecs == min(op.n, op.p)
+    d = min(op.n, op.p)
+    run = lambda **kw: ntk_metrics(problem.apply_fn, problem.params, problem.x, key=jax.random.PRNGKey(0),
+                                   method="exact", max_matvecs=10_000, **kw)
+    trace_only = run(quantities=("trace",))
+    assert set(trace_only) == {"trace"}
+    e = trace_only["trace"]
+    assert e.n_probes == d and e.matvecs == d
+    assert (e.n_vjp if op.n <= op.p else e.n_jvp) == d
+    full = run()["frobenius"]
+    assert full.n_jvp == full.n_vjp == d
 
 
 @pytest.mark.parametrize("method", ["hutchinson", "hutch++", "forward"])
@@ -163,7 +169,7 @@ def test_without_labels_no_alignment():
         (dict(max_matvecs=0), ValueError, "max_matvecs"),
         (dict(method="lanczos"), ValueError, "allowed: auto, exact"),
         (dict(method="hutchinson", max_matvecs=6), ValueError, "min_blocks"),
-        (dict(method="exact", max_matvecs=10), ValueError, "exact NTK needs min"),
+        (dict(method="exact", max_matvecs=10), ValueError, "exact NTK needs"),
         (dict(min_blocks=1), ValueError, "min_blocks"),
         (dict(method="hutchinson", block_size=1), ValueError, "block_size"),
         (dict(quantities=("trace", "label_alignment")), ValueError, "unavailable quantity"),
