@@ -57,36 +57,37 @@ yᵀKy = ‖Jᵀy‖² is computed exactly with one VJP.
 error of every requested quantity is ≤ ``rtol`` (checked from ``min_blocks`` blocks on) or the next block
 would exceed ``max_matvecs``. A *matvec* here is one AD pass: one JVP or one VJP (a K-product costs two).
 Every block's probes come from ``fold_in(key, block index)``, so results are reproducible for a key.
+
+**Compilation.** The whole estimate — fixed part, the adaptive loop (a ``lax.while_loop`` whose stopping
+rule evaluates the jackknife on device) and the final summaries — is one jit-compiled function,
+:func:`estimate_arrays`, keyed on ``apply_fn`` and the static plan. A search therefore compiles it once per
+architecture and input shape; :func:`ntk_metrics` is its host-side wrapper.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntksearch.ntk.operator import (
-    ApplyFn,
-    Array,
-    NTKOperator,
-    Params,
-    adjoint_images,
-    images,
-    smaller_side,
-    vjp_batch,
-)
+from ntksearch.ntk.operator import ApplyFn, Array, Linearization, NTKOperator, Params, linearize, smaller_side
 
 __all__ = [
     "METHODS",
     "QUANTITIES",
     "Estimate",
+    "EstimatePlan",
     "NonFiniteModelError",
+    "RawEstimate",
+    "estimate_arrays",
     "ntk_metrics",
+    "plan_estimate",
 ]
 
 METHODS = ("auto", "exact", "hutchinson", "hutch++", "forward", "reverse")
@@ -131,101 +132,99 @@ class Estimate:
         return self.n_jvp + self.n_vjp
 
 
-@dataclass(frozen=True)
-class _Plan:
-    method: str
-    side: str  # "state" (VJP images) or "param" (JVP images)
-    sketch: str  # "none" | "random" | "range" | "identity"
-    sketch_size: int
-    block_size: int
-    square: bool  # tr A² residual by Hutchinson on A² (needs the other AD mode)
-
-
-def _chunked(fn: Callable[[Array], Array], rows: Array, chunk: int) -> Array:
-    """Apply a row-batched fn in fixed-size chunks (zero-padded, so one compiled shape serves all)."""
-    k = rows.shape[0]
-    pad = (-k) % chunk
-    padded = jnp.concatenate([rows, jnp.zeros((pad, *rows.shape[1:]), rows.dtype)]) if pad else rows
-    out = [fn(padded[i : i + chunk]) for i in range(0, k + pad, chunk)]
-    return jnp.concatenate(out)[:k]
-
-
-@partial(jax.jit, static_argnames=("apply_fn", "side", "dim", "chunk", "square"))
-def _exact_chunk(
-    apply_fn: ApplyFn, params: Params, x: Array, start: int, *, side: str, dim: int, chunk: int, square: bool
-) -> Array:
-    """(Σ‖M eᵢ‖², Σ‖A eᵢ‖²) over the basis vectors eᵢ, i ∈ [start, start + chunk) ∩ [0, d)."""
-    basis = jax.nn.one_hot(start + jnp.arange(chunk), dim, dtype=jax.tree_util.tree_leaves(params)[0].dtype)
-    img = images(side, apply_fn, params, x, basis)
-    f2 = jnp.sum(adjoint_images(side, apply_fn, params, x, img) ** 2) if square else jnp.zeros((), img.dtype)
-    return jnp.stack([jnp.sum(img**2), f2])
-
-
-@partial(jax.jit, static_argnames=("apply_fn", "side", "dim", "block_size", "square"))
-def _block_replicate(
-    apply_fn: ApplyFn,
-    params: Params,
-    x: Array,
-    key: Array,
-    basis: Array,
-    basis_images: Array,
-    *,
-    side: str,
-    dim: int,
-    block_size: int,
-    square: bool,
-) -> Array:
-    """One block's unbiased replicate of (tr(ΠAΠ), residual of tr A²), see the module docstring.
-
-    basis: (d, q) orthonormal Q (q may be 0); basis_images: (q, D) = M Q.
-    """
-    dtype = basis.dtype
-    z = jax.random.rademacher(key, (block_size, dim), dtype=dtype)
-    if basis.shape[1]:
-        z = z - (z @ basis) @ basis.T
-    img = images(side, apply_fn, params, x, z)  # (b, D)
-    tr_rep = jnp.mean(jnp.sum(img**2, axis=1))
-    if square:
-        f2_rep = jnp.mean(jnp.sum(adjoint_images(side, apply_fn, params, x, img) ** 2, axis=1))
-    else:
-        gram = img @ img.T
-        off = jnp.sum(gram**2) - jnp.sum(jnp.diag(gram) ** 2)
-        f2_rep = off / (block_size * (block_size - 1))
-        if basis.shape[1]:
-            f2_rep = f2_rep + 2.0 * jnp.mean(jnp.sum((img @ basis_images.T) ** 2, axis=1))
-    return jnp.stack([tr_rep, f2_rep])
-
-
 # ----------------------------------------------------------------------------------------------------------
-# Planning
+# Planning (host side, static)
 
 
-def _plan(
+@dataclass(frozen=True)
+class EstimatePlan:
+    """Everything static about one estimate; hashable, so it keys the compiled :func:`estimate_arrays`.
+
+    Attributes:
+      method: concrete method name.
+      side: ``"state"`` (probes in Rⁿ, VJP images) or ``"param"`` (probes in Rᵖ, JVP images).
+      dim: the probed dimension d (n or p).
+      sketch: ``"none" | "random" | "range" | "identity"`` (the deflation block Q).
+      sketch_size: q (d for ``identity``).
+      square: the tr A² residual is Hutchinson on A² (one pass of the other mode per probe), else the cross
+        moment.
+      block_size: probes per block; ``chunk``: rows per vmapped batch in the fixed part.
+      min_blocks, max_blocks: the adaptive loop's bounds (max from the budget).
+      wanted: indices into ``QUANTITIES`` that are returned and must reach ``rtol``.
+      n_labels: 0 without targets, 2 with (raw and centred).
+    """
+
+    method: str
+    side: str
+    dim: int
+    sketch: str
+    sketch_size: int
+    square: bool
+    block_size: int
+    chunk: int
+    min_blocks: int
+    max_blocks: int
+    wanted: tuple[int, ...]
+    n_labels: int
+
+    @property
+    def fixed_passes(self) -> tuple[int, int]:
+        """(main-mode, other-mode) passes of the fixed part."""
+        q = self.sketch_size
+        if self.sketch == "none":
+            return 0, 0
+        if self.sketch == "identity":
+            return q, q if self.square else 0
+        main = q * (2 if self.sketch == "range" else 1)  # range: A·S then M·Q
+        other = (q if self.sketch == "range" else 0) + (q if self.square else 0)
+        return main, other
+
+    def passes(self, n_blocks: int) -> tuple[int, int]:
+        """(n_jvp, n_vjp) after ``n_blocks`` blocks, including the label VJPs."""
+        main, other = self.fixed_passes
+        main += n_blocks * self.block_size
+        other += n_blocks * self.block_size if self.square else 0
+        n_jvp, n_vjp = (other, main) if self.side == "state" else (main, other)
+        return n_jvp, n_vjp + self.n_labels
+
+
+def plan_estimate(
     method: str,
     n: int,
     p: int,
+    *,
     max_matvecs: int,
-    rtol: float,
-    sketch_size: int | None,
-    block_size: int | None,
-    need_f2: bool,
-) -> _Plan:
+    wanted: Sequence[str],
+    n_labels: int,
+    min_blocks: int = 4,
+    sketch_size: int | None = None,
+    block_size: int | None = None,
+) -> EstimatePlan:
+    """Resolve a method, its side, sketch and block sizes and the budget into an :class:`EstimatePlan`.
+
+    Raises ValueError for unknown methods, bad sizes and budgets too small for ``min_blocks`` blocks.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown NTK estimation method {method!r}; allowed: {', '.join(METHODS)}")
     if max_matvecs < 1:
         raise ValueError(f"max_matvecs must be a positive number of AD passes, got {max_matvecs}")
-    small_side = smaller_side(n, p)
-    d_small = min(n, p)
+    if min_blocks < 2:
+        raise ValueError(f"min_blocks must be ≥ 2 to estimate a standard error, got {min_blocks}")
+    idx = tuple(QUANTITIES.index(q) for q in wanted)
+    need_f2 = tuple(wanted) != ("trace",)
+    small_side, d_small = smaller_side(n, p), min(n, p)
     if method == "auto":
-        method = _auto_method(n, p, max_matvecs, rtol, need_f2)
+        method = _auto_method(n, p, max_matvecs, need_f2)
     if method == "exact":
-        cost = d_small * (2 if need_f2 else 1)
+        plan = EstimatePlan("exact", small_side, d_small, "identity", d_small, need_f2, 2, min(d_small, 64), 0, 0,
+                            idx, n_labels)
+        cost = sum(plan.passes(0))
         if cost > max_matvecs:
             raise ValueError(
-                f"exact NTK needs {cost} AD passes (min(n, p) = {d_small}, twice when tr K² is wanted) but "
-                f"max_matvecs = {max_matvecs}; raise the budget or use a randomised method"
+                f"exact NTK needs {cost} AD passes (min(n, p) = {d_small}, twice when tr K² is wanted, plus "
+                f"{n_labels} label VJPs) but max_matvecs = {max_matvecs}; raise the budget or use a randomised method"
             )
-        return _Plan("exact", small_side, "identity", d_small, min(d_small, 64), need_f2)
+        return plan
     side = {"hutchinson": "state", "reverse": "state", "forward": "param"}.get(method, small_side)
     dim = n if side == "state" else p
     if block_size is None:
@@ -233,91 +232,182 @@ def _plan(
     if block_size < 2:
         raise ValueError(f"block_size must be ≥ 2 (pairs of probes estimate tr K²), got {block_size}")
     if method == "hutchinson":
-        return _Plan(method, side, "none", 0, block_size, False)
-    if method in ("forward", "reverse"):
-        q = max_matvecs // 6 if sketch_size is None else sketch_size
-        return _Plan(method, side, "random", min(q, dim), block_size, False)
-    q = max_matvecs // 8 if sketch_size is None else sketch_size  # hutch++: the sketch costs 4q passes
-    return _Plan(method, side, "range", min(max(q, 1), dim), block_size, need_f2)
+        sketch, q, square = "none", 0, False
+    elif method in ("forward", "reverse"):
+        sketch, q, square = "random", max_matvecs // 6 if sketch_size is None else sketch_size, False
+    else:  # hutch++: the sketch costs 3q passes (4q with tr A²)
+        sketch, q, square = "range", max(1, max_matvecs // 8 if sketch_size is None else sketch_size), need_f2
+    q = min(q, dim)
+    plan = EstimatePlan(method, side, dim, sketch, q, square, block_size, block_size, min_blocks, 0, idx, n_labels)
+    left = max_matvecs - sum(plan.passes(0))
+    block_cost = block_size * (2 if square else 1)
+    if left < min_blocks * block_cost:
+        raise ValueError(
+            f"max_matvecs = {max_matvecs} leaves {left} passes after the fixed part ({sum(plan.passes(0))}), fewer "
+            f"than min_blocks × block cost = {min_blocks} × {block_cost}; raise max_matvecs or lower "
+            "sketch_size/block_size"
+        )
+    return EstimatePlan(method, side, dim, sketch, q, square, block_size, block_size, min_blocks,
+                        left // block_cost, idx, n_labels)
 
 
-def _auto_method(n: int, p: int, max_matvecs: int, rtol: float, need_f2: bool) -> str:
+def _auto_method(n: int, p: int, max_matvecs: int, need_f2: bool) -> str:
     """Exact when its passes fit in half the budget, else Hutch++."""
-    del rtol
     if min(n, p) * (2 if need_f2 else 1) <= max_matvecs // 2:
         return "exact"
     return "hutch++"
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The estimator
+# The compiled estimate
 
 
-@dataclass(frozen=True)
-class _Fixed:
-    """Exactly computed deflation part: its contributions and what it cost."""
+class RawEstimate(NamedTuple):
+    """Device-side result of :func:`estimate_arrays` (all arrays; quantities in ``QUANTITIES`` order).
 
-    basis: Array  # (d, q) orthonormal Q for the residual probes' projection; (d, 0) when none
-    basis_images: Array  # (q, D) = M Q (unused when basis is empty)
-    n_directions: int  # directions computed exactly (q, or d for the exact method)
-    trace: float
-    f2: float
-    n_main: int
-    n_other: int
+    ``value``, ``stderr``, ``bias``: (3 + n_labels,); ``n_blocks``: blocks drawn; ``converged``: rtol met;
+    ``n_nonfinite``: non-finite entries of the model output (the estimate is meaningless when > 0).
+    """
+
+    value: Array
+    stderr: Array
+    bias: Array
+    n_blocks: Array
+    converged: Array
+    n_nonfinite: Array
 
 
-def _fixed_part(plan: _Plan, op: NTKOperator, key: Array) -> _Fixed:
-    side, q, chunk = plan.side, plan.sketch_size, plan.block_size
-    dim = op.n if side == "state" else op.p
-    image_of = lambda w: images(side, op.apply_fn, op.params, op.x, w)
-    adjoint_of = lambda w: adjoint_images(side, op.apply_fn, op.params, op.x, w)
-    empty = jnp.zeros((dim, 0), op.dtype), jnp.zeros((0, 1), op.dtype)
-    if plan.sketch == "none":
-        return _Fixed(*empty, 0, 0.0, 0.0, 0, 0)
-    if plan.sketch == "identity":  # stream the basis: tr A = Σ‖M eᵢ‖², tr A² = Σ‖A eᵢ‖²
-        sums = sum(
-            _exact_chunk(
-                op.apply_fn, op.params, op.x, start, side=side, dim=dim, chunk=chunk, square=plan.square
-            )
-            for start in range(0, dim, chunk)
-        )
-        return _Fixed(*empty, dim, float(sums[0]), float(sums[1]), dim, dim if plan.square else 0)
-    n_other = 0
+def _quantities(fixed: Array, means: Array, labels: Array) -> Array:
+    """All quantities from the replicate means: (..., 2) → (..., 3 + L). labels: (L, 2) rows (yᵀKy, ‖y‖²)."""
+    tr = fixed[0] + means[..., 0]
+    f2 = fixed[1] + means[..., 1]
+    fro = jnp.sqrt(jnp.maximum(f2, 0.0))
+    eff = jnp.where(f2 > 0, tr**2 / jnp.where(f2 > 0, f2, 1.0), jnp.nan)
+    denom = fro[..., None] * labels[:, 1]
+    align = jnp.where(denom > 0, labels[:, 0] / jnp.where(denom > 0, denom, 1.0), jnp.nan)
+    return jnp.concatenate([tr[..., None], fro[..., None], eff[..., None], align], axis=-1)
+
+
+def _jackknife(fixed: Array, reps: Array, count: Array, labels: Array) -> tuple[Array, Array, Array]:
+    """(value, stderr, bias) of every quantity from the first ``count`` rows of the (B, 2) replicates."""
+    mask = (jnp.arange(reps.shape[0]) < count)[:, None]
+    c = jnp.maximum(count, 1).astype(reps.dtype)
+    mean = jnp.sum(jnp.where(mask, reps, 0.0), axis=0) / c
+    value = _quantities(fixed, mean, labels)
+    loo = (c * mean - reps) / jnp.maximum(c - 1, 1)
+    thetas = _quantities(fixed, loo, labels)
+    tbar = jnp.sum(jnp.where(mask, thetas, 0.0), axis=0) / c
+    var = (c - 1) / c * jnp.sum(jnp.where(mask, (thetas - tbar) ** 2, 0.0), axis=0)
+    enough = count >= 2
+    return value, jnp.where(enough, jnp.sqrt(var), 0.0), jnp.where(enough, (c - 1) * (tbar - value), 0.0)
+
+
+def _map_rows(fn, rows: Array, chunk: int) -> Array:
+    """fn over the rows of ``rows`` in vmapped chunks of ``chunk`` rows (zero-padded: one compiled body)."""
+    k = rows.shape[0]
+    pad = -k % chunk
+    padded = jnp.concatenate([rows, jnp.zeros((pad, *rows.shape[1:]), rows.dtype)]) if pad else rows
+    out = jax.lax.map(fn, padded.reshape(-1, chunk, *rows.shape[1:]))
+    return out.reshape(-1, *out.shape[2:])[:k]
+
+
+def _fixed_part(lin: Linearization, key: Array, plan: EstimatePlan, dtype: jnp.dtype) -> tuple[Array, Array, Array]:
+    """(basis Q (d, q'), basis images MQ (q', D), exact sums [tr, tr²-part]); q' = 0 when nothing to deflate."""
+    d, q, side = plan.dim, plan.sketch_size, plan.side
+    image_of = lambda w: lin.images(side, w)
+    adjoint_of = lambda w: lin.adjoint_images(side, w)
+    rows = lambda fn, r: _map_rows(fn, r, plan.chunk)
+    if plan.sketch in ("none", "identity"):
+        empty = jnp.zeros((d, 0), dtype), jnp.zeros((0, 1), dtype)
+        if plan.sketch == "none":
+            return *empty, jnp.zeros(2, dtype)
+
+        def basis_sums(idx: Array) -> Array:  # rows (‖M eᵢ‖², ‖A eᵢ‖²) for a chunk of indices (≥ d → eᵢ = 0)
+            img = image_of(jax.nn.one_hot(idx, d, dtype=dtype))
+            f2 = jnp.sum(adjoint_of(img) ** 2, axis=1) if plan.square else jnp.zeros(idx.shape, dtype)
+            return jnp.stack([jnp.sum(img**2, axis=1), f2], axis=1)
+
+        return *empty, jnp.sum(rows(basis_sums, jnp.arange(d)), axis=0)
     if plan.sketch == "random":
-        basis = jnp.linalg.qr(jax.random.normal(key, (dim, q), op.dtype))[0]
+        basis = jnp.linalg.qr(jax.random.normal(key, (d, q), dtype))[0]
     else:  # range finder: Q = orth(A S)
-        sketch = jax.random.rademacher(key, (q, dim), dtype=op.dtype)
-        basis = jnp.linalg.qr(_chunked(lambda s: adjoint_of(image_of(s)), sketch, chunk).T)[0]
-        n_other = q
-    basis_images = _chunked(image_of, basis.T, chunk)
-    n_main = q + (q if plan.sketch == "range" else 0)
+        sketch = jax.random.rademacher(key, (q, d), dtype=dtype)
+        basis = jnp.linalg.qr(rows(lambda s: adjoint_of(image_of(s)), sketch).T)[0]
+    basis_images = rows(image_of, basis.T)
     if plan.square:
-        f2 = float(jnp.sum(_chunked(adjoint_of, basis_images, chunk) ** 2))
-        n_other += q
+        f2 = jnp.sum(rows(adjoint_of, basis_images) ** 2)
     else:
-        f2 = float(_gram_sq_norm(basis_images))
-    return _Fixed(basis, basis_images, q, float(jnp.sum(basis_images**2)), f2, n_main, n_other)
+        small = basis_images @ basis_images.T  # ‖QᵀAQ‖²_F
+        f2 = jnp.sum(small**2)
+    return basis, basis_images, jnp.stack([jnp.sum(basis_images**2), f2])
 
 
-def _gram_sq_norm(rows: Array) -> Array:
-    """‖R Rᵀ‖²_F = ‖Rᵀ R‖²_F, through the smaller Gram matrix."""
-    gram = rows @ rows.T if rows.shape[0] <= rows.shape[1] else rows.T @ rows
-    return jnp.sum(gram**2)
+def _block_replicate(lin: Linearization, key: Array, basis: Array, basis_images: Array, plan: EstimatePlan
+                     ) -> Array:
+    """One block's unbiased replicate of (tr(ΠAΠ), residual of tr A²); see the module docstring."""
+    b = plan.block_size
+    z = jax.random.rademacher(key, (b, plan.dim), dtype=basis.dtype)
+    if basis.shape[1]:
+        z = z - (z @ basis) @ basis.T
+    img = lin.images(plan.side, z)  # (b, D)
+    tr_rep = jnp.mean(jnp.sum(img**2, axis=1))
+    if plan.square:
+        f2_rep = jnp.mean(jnp.sum(lin.adjoint_images(plan.side, img) ** 2, axis=1))
+    else:
+        gram = img @ img.T
+        f2_rep = (jnp.sum(gram**2) - jnp.sum(jnp.diag(gram) ** 2)) / (b * (b - 1))
+        if basis.shape[1]:
+            f2_rep = f2_rep + 2.0 * jnp.mean(jnp.sum((img @ basis_images.T) ** 2, axis=1))
+    return jnp.stack([tr_rep, f2_rep])
 
 
-def _check_inputs(op: NTKOperator, y: Array | None) -> None:
-    out = op.apply_fn(op.params, op.x)
-    bad = int(jnp.size(out) - jnp.sum(jnp.isfinite(out)))
-    if bad:
-        raise NonFiniteModelError(
-            f"apply_fn(params, x) returned {bad} non-finite values out of {jnp.size(out)}; "
-            "the NTK is undefined there"
-        )
-    if y is not None and tuple(jnp.shape(y)) != op.out_shape:
-        raise ValueError(
-            f"y has shape {tuple(jnp.shape(y))} but apply_fn(params, x) has shape {op.out_shape}; "
-            "targets must match the model output (e.g. one-hot labels for a classifier)"
-        )
+@partial(jax.jit, static_argnames=("apply_fn", "plan"))
+def estimate_arrays(apply_fn: ApplyFn, params: Params, x: Array, label_rows: Array, key: Array, rtol: Array,
+                    *, plan: EstimatePlan) -> RawEstimate:
+    """The whole estimate as one compiled function (pure; jit-able; vmappable over keys).
+
+    Args:
+      apply_fn, params, x: the model and point (see :mod:`ntksearch.ntk.operator`).
+      label_rows: (n_labels, n) flattened targets (raw, centred), or (0, n).
+      key: PRNG key; ``fold_in``-derived per block.
+      rtol: relative standard-error target (0 spends the whole budget).
+      plan: from :func:`plan_estimate`.
+    """
+    lin = linearize(apply_fn, params, x)
+    dtype = lin.z.dtype
+    n_nonfinite = jnp.sum(~jnp.isfinite(lin.z))
+    key_sketch, key_probes = jax.random.split(key)
+    basis, basis_images, fixed = _fixed_part(lin, key_sketch, plan, dtype)
+    if plan.n_labels:
+        jty = jax.vmap(lin.vjp)(label_rows.astype(dtype))
+        labels = jnp.stack([jnp.sum(jty**2, axis=1), jnp.sum(label_rows.astype(dtype) ** 2, axis=1)], axis=1)
+    else:
+        labels = jnp.zeros((0, 2), dtype)
+    wanted = jnp.asarray(plan.wanted)
+    reps0 = jnp.zeros((max(plan.max_blocks, 1), 2), dtype)
+
+    def converged(reps: Array, count: Array) -> Array:
+        value, se, _ = _jackknife(fixed, reps, count, labels)
+        return (count >= plan.min_blocks) & jnp.all(se[wanted] <= rtol * jnp.abs(value[wanted]))
+
+    def cond(state: tuple[Array, Array, Array]) -> Array:
+        count, _, done = state
+        return (count < plan.max_blocks) & ~done & (n_nonfinite == 0)
+
+    def body(state: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
+        count, reps, _ = state
+        rep = _block_replicate(lin, jax.random.fold_in(key_probes, count), basis, basis_images, plan)
+        reps = reps.at[count].set(rep)
+        return count + 1, reps, (rtol > 0) & converged(reps, count + 1)
+
+    state = (jnp.zeros((), jnp.int32), reps0, jnp.zeros((), bool))
+    count, reps, done = jax.lax.while_loop(cond, body, state) if plan.max_blocks else state
+    value, se, bias = _jackknife(fixed, reps, count, labels)
+    return RawEstimate(value, se, bias, count, done | (plan.sketch == "identity"), n_nonfinite)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Host-side entry point
 
 
 def ntk_metrics(
@@ -361,72 +451,36 @@ def ntk_metrics(
       ValueError: bad method, budget or y shape, or a budget too small for ``min_blocks`` blocks.
       NonFiniteModelError: the model output is not finite.
     """
-    if min_blocks < 2:
-        raise ValueError(f"min_blocks must be ≥ 2 to estimate a standard error, got {min_blocks}")
     op = NTKOperator.create(apply_fn, params, x)
-    _check_inputs(op, y)
+    if y is not None and tuple(jnp.shape(y)) != op.out_shape:
+        raise ValueError(
+            f"y has shape {tuple(jnp.shape(y))} but apply_fn(params, x) has shape {op.out_shape}; "
+            "targets must match the model output (e.g. one-hot labels for a classifier)"
+        )
     wanted = _requested(quantities, y is not None)
-    plan = _plan(method, op.n, op.p, max_matvecs, rtol, sketch_size, block_size, need_f2=wanted != ("trace",))
-    key_sketch, key_probes = jax.random.split(key)
-
-    n_label_vjp = 0
-    labels: dict[str, tuple[float, float]] = {}
-    if y is not None:
+    n_labels = 2 if any(q.startswith("label") for q in wanted) else 0
+    plan = plan_estimate(method, op.n, op.p, max_matvecs=max_matvecs, wanted=wanted, n_labels=n_labels,
+                         min_blocks=min_blocks, sketch_size=sketch_size, block_size=block_size)
+    if n_labels:
         y = jnp.asarray(y, op.dtype)
-        centred = y - jnp.mean(y, axis=0, keepdims=True)
-        rows = jnp.stack([y.ravel(), centred.ravel()])
-        jty = vjp_batch(op.apply_fn, op.params, op.x, rows)
-        yky = np.asarray(jnp.sum(jty**2, axis=1), dtype=np.float64)
-        ynorm = np.asarray(jnp.sum(rows**2, axis=1), dtype=np.float64)
-        labels = {"label_alignment": (yky[0], ynorm[0]), "label_alignment_centred": (yky[1], ynorm[1])}
-        n_label_vjp = 2
-
-    fixed = _fixed_part(plan, op, key_sketch)
-    n_main, n_other = fixed.n_main, fixed.n_other
-    main_budget = max_matvecs - n_main - n_other - n_label_vjp
-    reps: list[np.ndarray] = []
-    converged = plan.sketch == "identity"
-    if not converged:
-        block_cost = plan.block_size * (2 if plan.square else 1)
-        if main_budget < min_blocks * block_cost:
-            raise ValueError(
-                f"max_matvecs = {max_matvecs} leaves {main_budget} passes after the fixed part "
-                f"({n_main + n_other + n_label_vjp}), fewer than min_blocks × block cost = "
-                f"{min_blocks} × {block_cost}; raise max_matvecs or lower sketch_size/block_size"
-            )
-        dim = op.n if plan.side == "state" else op.p
-        while main_budget >= block_cost:
-            rep = _block_replicate(
-                op.apply_fn,
-                op.params,
-                op.x,
-                jax.random.fold_in(key_probes, len(reps)),
-                fixed.basis,
-                fixed.basis_images,
-                side=plan.side,
-                dim=dim,
-                block_size=plan.block_size,
-                square=plan.square,
-            )
-            reps.append(np.asarray(rep, dtype=np.float64))
-            main_budget -= block_cost
-            n_main += plan.block_size
-            n_other += plan.block_size if plan.square else 0
-            if len(reps) >= min_blocks and rtol > 0:
-                ests = _summarise(fixed, np.stack(reps), labels)
-                if all(ests[q][1] <= rtol * abs(ests[q][0]) for q in wanted):
-                    converged = True
-                    break
-    values = _summarise(fixed, np.stack(reps) if reps else np.zeros((0, 2)), labels)
-    n_jvp, n_vjp = (n_other, n_main) if plan.side == "state" else (n_main, n_other)
-    n_vjp += n_label_vjp
-    n_probes = fixed.n_directions + len(reps) * plan.block_size
-    if not np.isfinite(values["trace"][0]):
-        raise NonFiniteModelError("the NTK trace estimate is not finite (overflow in J?)")
+        label_rows = jnp.stack([y.ravel(), (y - jnp.mean(y, axis=0, keepdims=True)).ravel()])
+    else:
+        label_rows = jnp.zeros((0, op.n), op.dtype)
+    raw = jax.device_get(estimate_arrays(apply_fn, params, x, label_rows, key, jnp.asarray(rtol, op.dtype),
+                                         plan=plan))
+    if raw.n_nonfinite:
+        raise NonFiniteModelError(
+            f"apply_fn(params, x) returned {int(raw.n_nonfinite)} non-finite values out of {op.n}; "
+            "the NTK is undefined there"
+        )
+    if not np.isfinite(raw.value[0]):
+        raise NonFiniteModelError("the NTK trace is not finite (overflow in the Jacobian?)")
+    n_jvp, n_vjp = plan.passes(int(raw.n_blocks))
+    n_probes = plan.sketch_size + int(raw.n_blocks) * plan.block_size
     return {
-        name: Estimate(v, se, bias, plan.method, n_jvp, n_vjp, n_probes, converged)
-        for name, (v, se, bias) in values.items()
-        if name in wanted
+        QUANTITIES[i]: Estimate(float(raw.value[i]), float(raw.stderr[i]), float(raw.bias[i]), plan.method,
+                                n_jvp, n_vjp, n_probes, bool(raw.converged))
+        for i in plan.wanted
     }
 
 
@@ -438,50 +492,3 @@ def _requested(quantities: Sequence[str] | None, has_y: bool) -> tuple[str, ...]
         if q not in available:
             raise ValueError(f"unknown or unavailable quantity {q!r}; allowed here: {', '.join(available)}")
     return tuple(quantities)
-
-
-def _functions(fixed: _Fixed, labels: Mapping[str, tuple[float, float]]) -> dict[str, Callable]:
-    """Each quantity as a function of the replicate means (m_tr, m_f2)."""
-
-    def f2(m: np.ndarray) -> float:
-        return fixed.f2 + m[1]
-
-    def frob(m: np.ndarray) -> float:
-        return math.sqrt(f2(m)) if f2(m) > 0 else 0.0
-
-    def trace(m: np.ndarray) -> float:
-        return fixed.trace + m[0]
-
-    def eff_rank(m: np.ndarray) -> float:
-        return trace(m) ** 2 / f2(m) if f2(m) > 0 else math.nan
-
-    out: dict[str, Callable] = {"trace": trace, "frobenius": frob, "effective_rank": eff_rank}
-    for name, (yky, ynorm) in labels.items():
-        out[name] = lambda m, yky=yky, ynorm=ynorm: (
-            yky / (frob(m) * ynorm) if frob(m) > 0 and ynorm > 0 else math.nan
-        )
-    return out
-
-
-def _summarise(
-    fixed: _Fixed, reps: np.ndarray, labels: Mapping[str, tuple[float, float]]
-) -> dict[str, tuple[float, float, float]]:
-    """(value, jackknife stderr, jackknife bias) of every quantity from the (B, 2) block replicates."""
-    funcs = _functions(fixed, labels)
-    n_blocks = reps.shape[0]
-    mean = reps.mean(axis=0) if n_blocks else np.zeros(2)
-    out = {}
-    for name, g in funcs.items():
-        value = g(mean)
-        if n_blocks < 2:
-            out[name] = (value, 0.0, 0.0)
-            continue
-        loo = (n_blocks * mean - reps) / (n_blocks - 1)
-        thetas = np.array([g(m) for m in loo])
-        if np.all(np.isfinite(thetas)):
-            se = math.sqrt((n_blocks - 1) / n_blocks * np.sum((thetas - thetas.mean()) ** 2))
-            bias = (n_blocks - 1) * (thetas.mean() - value)
-        else:
-            se = bias = math.nan
-        out[name] = (value, se, bias)
-    return out

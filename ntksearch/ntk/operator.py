@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,12 +39,14 @@ ApplyFn = Callable[[Params, Array], Array]
 
 __all__ = [
     "ApplyFn",
+    "Linearization",
     "NTKOperator",
     "adjoint_images",
     "flat_model",
     "images",
     "jvp_batch",
     "kvp_batch",
+    "linearize",
     "smaller_side",
     "vjp_batch",
 ]
@@ -58,6 +60,38 @@ def flat_model(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[Callable[[A
         return jnp.ravel(apply_fn(unravel(flat), x))
 
     return f, theta
+
+
+class Linearization(NamedTuple):
+    """J at one point, from a single forward pass: ``jvp(v) = J v`` and its transpose ``vjp(u) = Jᵀ u``.
+
+    Built inside a traced function with :func:`linearize`; every product reuses the stored residuals, so a
+    compiled estimator evaluates the model once however many probes it pushes through.
+    """
+
+    z: Array  # (n,) the flattened output at the point
+    jvp: Callable[[Array], Array]  # (p,) -> (n,)
+    vjp: Callable[[Array], Array]  # (n,) -> (p,)
+
+    def images(self, side: str, w: Array) -> Array:
+        """(b, d) probes → (b, D) images: Jᵀu on the ``"state"`` side, J w on the ``"param"`` side."""
+        return jax.vmap(self.vjp if side == "state" else self.jvp)(w)
+
+    def adjoint_images(self, side: str, img: Array) -> Array:
+        """(b, D) images M w → (b, d) products A w = Mᵀ(M w) (K u or JᵀJ w), one pass of the other mode."""
+        return jax.vmap(self.jvp if side == "state" else self.vjp)(img)
+
+
+def linearize(apply_fn: ApplyFn, params: Params, x: Array) -> Linearization:
+    """Linearise ``apply_fn`` at ``(params, x)``: one forward pass, then J·v and Jᵀ·u as linear maps.
+
+    Uses :func:`jax.linearize` and :func:`jax.linear_transpose` of the same linear map, so the VJP needs no
+    second forward pass.
+    """
+    f, theta = flat_model(apply_fn, params, x)
+    z, f_jvp = jax.linearize(f, theta)
+    f_vjp_t = jax.linear_transpose(f_jvp, theta)
+    return Linearization(z, f_jvp, lambda u: f_vjp_t(u.astype(z.dtype))[0])
 
 
 @partial(jax.jit, static_argnums=0)

@@ -1,0 +1,29 @@
+"""Zero-cost proxies: a registry of named scores over (apply_fn, params, x, y), NTK-based and baselines."""
+
+from ntksearch.proxies import baselines as _baselines  # noqa: F401  (registers its groups)
+from ntksearch.proxies import ntk_proxies as _ntk_proxies  # noqa: F401  (registers its groups)
+from ntksearch.proxies.registry import (
+    GROUPS,
+    PROXIES,
+    NTKOptions,
+    Proxy,
+    ProxyInputs,
+    ProxyResult,
+    ProxyValue,
+    compute_proxies,
+    non_finite,
+    register_group,
+)
+
+__all__ = [
+    "GROUPS",
+    "PROXIES",
+    "NTKOptions",
+    "Proxy",
+    "ProxyInputs",
+    "ProxyResult",
+    "ProxyValue",
+    "compute_proxies",
+    "non_finite",
+    "register_group",
+]

@@ -1,0 +1,186 @@
+"""The proxy registry: named zero-cost scores of a candidate at initialisation, computed in shared groups.
+
+A *proxy* is one named float (with a standard error, 0 when deterministic). Proxies that share work are
+computed together by one *group* function: every NTK metric comes from a single ``ntk_metrics`` call, the
+gradient proxies from a single gradient. ``compute_proxies`` runs each needed group once, in registry order
+(later groups may read earlier groups' values), and times it.
+
+Inputs are :class:`ProxyInputs`: the one model interface ``apply_fn(params, x)`` plus optional extras a
+family provides (``state_fn``, ``features_fn``, counted ``flops``). Proxies that need an extra which is
+absent are skipped with a clear error when asked for by name.
+
+Adding a proxy is one function and one line: write ``group(inputs, done) -> {name: ProxyValue}`` and
+register it and its proxies with :func:`register_group` (``after`` names groups whose values it reads from
+``done``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+
+from ntksearch.ntk.operator import ApplyFn, Array, Params
+
+__all__ = [
+    "GROUPS",
+    "PROXIES",
+    "NTKOptions",
+    "Proxy",
+    "ProxyInputs",
+    "ProxyResult",
+    "ProxyValue",
+    "compute_proxies",
+    "non_finite",
+    "register_group",
+]
+
+
+@dataclass(frozen=True)
+class ProxyValue:
+    """A proxy's value and standard error (0 for deterministic proxies)."""
+
+    value: float
+    stderr: float = 0.0
+
+
+@dataclass(frozen=True)
+class NTKOptions:
+    """How the NTK proxies are estimated (see :func:`ntksearch.ntk_metrics`).
+
+    The defaults aim at ranking: ±5% relative standard error is far below the spread between candidates.
+    """
+
+    method: str = "auto"
+    rtol: float = 0.05
+    max_matvecs: int = 512
+    lanczos_iters: int = 20
+    lanczos_rtol: float = 1e-3
+
+
+@dataclass(frozen=True)
+class ProxyInputs:
+    """What a proxy may look at: one scoring batch and the candidate as pure functions.
+
+    Attributes:
+      apply_fn: ``(params, x) -> logits (N, C)``, deterministic.
+      params: parameter pytree.
+      x: the scoring batch (N, ...).
+      y: one-hot targets (N, C) matching the logits.
+      key: PRNG key for randomised proxies.
+      state_fn: what the NTK is computed on (defaults to apply_fn).
+      features_fn: ``(params, x) -> [pre-activations (N, ...)]`` for activation-pattern proxies.
+      flops: counted forward FLOPs of one example, if known.
+      ntk: estimation options for the NTK proxies.
+    """
+
+    apply_fn: ApplyFn
+    params: Params
+    x: Array
+    y: Array
+    key: Array
+    state_fn: ApplyFn | None = None
+    features_fn: Callable[[Params, Array], list[Array]] | None = None
+    flops: int | None = None
+    ntk: NTKOptions = field(default_factory=NTKOptions)
+
+    @classmethod
+    def from_model(cls, model: Any, x: Array, y: Array, *, key: Array, ntk: NTKOptions | None = None
+                   ) -> ProxyInputs:
+        """Inputs from a :class:`ntksearch.models.BuiltModel` (anything with its attributes)."""
+        return cls(model.apply_fn, model.params, x, y, key, state_fn=model.state_fn, features_fn=model.features_fn,
+                   flops=model.flops, ntk=ntk or NTKOptions())
+
+
+GroupFn = Callable[[ProxyInputs, Mapping[str, ProxyValue]], dict[str, ProxyValue]]
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """Registry entry.
+
+    Attributes:
+      name: the proxy's name in configs, trial attributes and leaderboards.
+      group: the group function computing it.
+      description: one line for docs and ``--help``.
+      sign: +1 when larger values are expected to mean better accuracy (the usual reading in the literature),
+        -1 when smaller, 0 when unknown. Only a default direction: reports give both signs.
+      requires: the optional :class:`ProxyInputs` fields it needs (``features_fn``, ``flops``).
+    """
+
+    name: str
+    group: str
+    description: str
+    sign: int
+    requires: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Group:
+    """A group function and the groups whose results it reads."""
+
+    fn: GroupFn
+    after: tuple[str, ...] = ()
+
+
+PROXIES: dict[str, Proxy] = {}
+GROUPS: dict[str, Group] = {}
+
+
+def register_group(name: str, fn: GroupFn, proxies: Iterable[Proxy], *, after: tuple[str, ...] = ()) -> None:
+    """Register a group function, the proxies it returns and the (earlier) groups it reads."""
+    unknown = [g for g in after if g not in GROUPS]
+    if unknown:
+        raise ValueError(f"group {name!r} must be registered after {', '.join(unknown)}")
+    GROUPS[name] = Group(fn, after)
+    for proxy in proxies:
+        PROXIES[proxy.name] = proxy
+
+
+@dataclass(frozen=True)
+class ProxyResult:
+    """Computed proxies with the wall-clock seconds spent per group."""
+
+    values: dict[str, ProxyValue]
+    seconds: dict[str, float]
+
+
+def compute_proxies(names: Iterable[str], inputs: ProxyInputs) -> ProxyResult:
+    """Compute the named proxies (and only the groups they need) for one candidate.
+
+    Raises:
+      KeyError: an unknown proxy name (the message lists the registered ones).
+      ValueError: a proxy needs an input field that is absent.
+    Non-finite values are returned as they are; callers decide (a search marks the trial failed).
+    """
+    names = list(dict.fromkeys(names))
+    for name in names:
+        if name not in PROXIES:
+            raise KeyError(f"unknown proxy {name!r}; registered: {', '.join(sorted(PROXIES))}")
+        missing = [req for req in PROXIES[name].requires if getattr(inputs, req) is None]
+        if missing:
+            raise ValueError(f"proxy {name!r} needs {', '.join(missing)}, which this model does not provide")
+    needed = {PROXIES[n].group for n in names}
+    for group in reversed(GROUPS):  # registry order is a topological order: close over dependencies
+        if group in needed:
+            needed.update(GROUPS[group].after)
+    done: dict[str, ProxyValue] = {}
+    seconds: dict[str, float] = {}
+    for group, entry in GROUPS.items():
+        if group not in needed:
+            continue
+        start = time.perf_counter()
+        out = entry.fn(inputs, done)
+        jax.block_until_ready([v.value for v in out.values()])
+        seconds[group] = time.perf_counter() - start
+        done.update(out)
+    return ProxyResult({n: done[n] for n in names}, seconds)
+
+
+def non_finite(values: Mapping[str, ProxyValue]) -> list[str]:
+    """Names of the proxies whose value is not finite."""
+    return [name for name, v in values.items() if not math.isfinite(v.value)]
