@@ -14,16 +14,21 @@ from ntksearch.proxies.registry import (
     non_finite,
     register_group,
 )
+from ntksearch.proxies.score import DEFAULT_SCORE, LinearScore, ScoreTerm, score
 
 __all__ = [
+    "DEFAULT_SCORE",
     "GROUPS",
     "PROXIES",
+    "LinearScore",
     "NTKOptions",
     "Proxy",
     "ProxyInputs",
     "ProxyResult",
     "ProxyValue",
+    "ScoreTerm",
     "compute_proxies",
     "non_finite",
     "register_group",
+    "score",
 ]
