@@ -203,7 +203,7 @@ def test_zero_kernel_gives_nan_ratios_not_crashes():
     assert math.isnan(est["effective_rank"].value)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     batch=st.integers(1, 5),
     width=st.integers(1, 6),
