@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import textwrap
 from pathlib import Path
 
 import jax
@@ -14,7 +15,7 @@ import pytest
 
 from ntksearch import ntk_metrics
 from ntksearch.models import HYPERPARAMETERS
-from ntksearch.spaces import TRAIN_HYPERPARAMETERS, Point, SearchSpace, load_space
+from ntksearch.spaces import TRAIN_HYPERPARAMETERS, Point, SearchSpace, load_space, schema
 from ntksearch.train import TrainHParams
 from ntksearch.validation import ConfigError
 from tests.models.helpers import flax_param_count
@@ -64,6 +65,9 @@ def _check_candidates(family: str, n_scored: int) -> None:
         candidates.append((built.flops, i, point))
     for _, _, point in sorted(candidates)[:n_scored]:
         _score(space, point, (8, 8, 1))
+        # every new architecture leaves its compiled XLA programs (hundreds of memory maps each) in the jit
+        # caches; a process scoring ~100 of them hits vm.max_map_count and segfaults unless they are dropped
+        jax.clear_caches()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -182,3 +186,14 @@ def test_enumeration_names_the_continuous_parameter() -> None:
     first = list(itertools.islice(nb201.enumerate(), 3))
     assert [p.params["edge_3_2"] for p in first] == ["none", "skip_connect", "nor_conv_1x1"]
     assert math.prod(len(v) for v in nb201.grid().values()) == 2 * 2 * 5**6
+
+
+def test_documented_example_is_a_valid_space(tmp_path: Path) -> None:
+    doc = schema.__doc__ or ""
+    block = doc.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(textwrap.dedent(block))
+    space = load_space(path)
+    assert space.family == "mlp" and space.description
+    stored, point = _sample(space, 1)[0]
+    assert space.point_from_params(stored) == point
