@@ -1,5 +1,19 @@
-"""ntksearch: neural architecture and hyperparameter search scored at initialisation with NTK proxies."""
+"""ntksearch: neural architecture and hyperparameter search scored at initialisation with NTK proxies.
 
+The public API, by layer (see ``docs/architecture.md``):
+
+* NTK core (pure JAX): :func:`ntk_metrics`, :func:`lambda_max`, :class:`NTKOperator`, :func:`exact_ntk`,
+  :func:`exact_ntk_stats`, :class:`Estimate`.
+* Proxies: :data:`PROXIES`, :func:`compute_proxies`, :class:`ProxyInputs`, :class:`NTKOptions`, :func:`score`,
+  :data:`DEFAULT_SCORE`.
+* Spaces and models: :func:`load_space`, :class:`SearchSpace`, :class:`Point`, :func:`build_model`,
+  :class:`BuiltModel`, :data:`FAMILIES`, :func:`count_flops`, :func:`nb201_arch_string`.
+* Data and training: :func:`load_dataset`, :class:`Dataset`, :func:`scoring_batch`, :class:`TrainHParams`,
+  :func:`train_model`, :func:`stable_learning_rate`.
+"""
+
+from ntksearch.data import DATASETS, Dataset, DatasetNotFoundError, load_dataset, scoring_batch
+from ntksearch.models import FAMILIES, BuiltModel, build_model, count_flops, nb201_arch_string, nb201_edges
 from ntksearch.ntk import (
     Estimate,
     ExactNTKStats,
@@ -9,16 +23,56 @@ from ntksearch.ntk import (
     exact_ntk_stats,
     ntk_metrics,
 )
+from ntksearch.ntk.spectra import lambda_max
+from ntksearch.proxies import (
+    DEFAULT_SCORE,
+    PROXIES,
+    NTKOptions,
+    ProxyInputs,
+    ProxyValue,
+    compute_proxies,
+    score,
+)
+from ntksearch.spaces import Point, SearchSpace, load_space
+from ntksearch.train import TrainHParams, TrainResult, stable_learning_rate, train_model
+from ntksearch.validation import ConfigError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DATASETS",
+    "DEFAULT_SCORE",
+    "FAMILIES",
+    "PROXIES",
+    "BuiltModel",
+    "ConfigError",
+    "Dataset",
+    "DatasetNotFoundError",
     "Estimate",
     "ExactNTKStats",
     "NTKOperator",
+    "NTKOptions",
     "NonFiniteModelError",
+    "Point",
+    "ProxyInputs",
+    "ProxyValue",
+    "SearchSpace",
+    "TrainHParams",
+    "TrainResult",
     "__version__",
+    "build_model",
+    "compute_proxies",
+    "count_flops",
     "exact_ntk",
     "exact_ntk_stats",
+    "lambda_max",
+    "load_dataset",
+    "load_space",
+    "nb201_arch_string",
+    "nb201_edges",
     "ntk_metrics",
+    "score",
+    "scoring_batch",
+    "stable_learning_rate",
+    "train_model",
 ]
