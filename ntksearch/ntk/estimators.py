@@ -75,6 +75,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from ntksearch.ntk.operator import ApplyFn, Array, Linearization, NTKOperator, Params, linearize, smaller_side
 
@@ -88,6 +89,7 @@ __all__ = [
     "estimate_arrays",
     "ntk_metrics",
     "plan_estimate",
+    "probe_mesh",
 ]
 
 METHODS = ("auto", "exact", "hutchinson", "hutch++", "forward", "reverse")
@@ -152,6 +154,9 @@ class EstimatePlan:
       min_blocks, max_blocks: the adaptive loop's bounds (max from the budget).
       wanted: indices into ``QUANTITIES`` that are returned and must reach ``rtol``.
       n_labels: 0 without targets, 2 with (raw and centred).
+      mesh: a 1-d device mesh (axis ``"probes"``) over which every block of probes is split, or None for one
+        device. Blocks are zero-padded to a multiple of its size, so the probes — and the results — do not
+        depend on the number of devices.
     """
 
     method: str
@@ -166,6 +171,7 @@ class EstimatePlan:
     max_blocks: int
     wanted: tuple[int, ...]
     n_labels: int
+    mesh: Mesh | None = None
 
     @property
     def fixed_passes(self) -> tuple[int, int]:
@@ -199,6 +205,7 @@ def plan_estimate(
     min_blocks: int = 4,
     sketch_size: int | None = None,
     block_size: int | None = None,
+    mesh: Mesh | None = None,
 ) -> EstimatePlan:
     """Resolve a method, its side, sketch and block sizes and the budget into an :class:`EstimatePlan`.
 
@@ -217,7 +224,7 @@ def plan_estimate(
         method = _auto_method(n, p, max_matvecs, need_f2)
     if method == "exact":
         plan = EstimatePlan("exact", small_side, d_small, "identity", d_small, need_f2, 2, min(d_small, 64), 0, 0,
-                            idx, n_labels)
+                            idx, n_labels, mesh)
         cost = sum(plan.passes(0))
         if cost > max_matvecs:
             raise ValueError(
@@ -238,7 +245,8 @@ def plan_estimate(
     else:  # hutch++: the sketch costs 3q passes (4q with tr A²)
         sketch, q, square = "range", max(1, max_matvecs // 8 if sketch_size is None else sketch_size), need_f2
     q = min(q, dim)
-    plan = EstimatePlan(method, side, dim, sketch, q, square, block_size, block_size, min_blocks, 0, idx, n_labels)
+    plan = EstimatePlan(method, side, dim, sketch, q, square, block_size, block_size, min_blocks, 0, idx, n_labels,
+                        mesh)
     left = max_matvecs - sum(plan.passes(0))
     block_cost = block_size * (2 if square else 1)
     if left < min_blocks * block_cost:
@@ -248,7 +256,7 @@ def plan_estimate(
             "sketch_size/block_size"
         )
     return EstimatePlan(method, side, dim, sketch, q, square, block_size, block_size, min_blocks,
-                        left // block_cost, idx, n_labels)
+                        left // block_cost, idx, n_labels, mesh)
 
 
 def _auto_method(n: int, p: int, max_matvecs: int, need_f2: bool) -> str:
@@ -302,13 +310,27 @@ def _jackknife(fixed: Array, reps: Array, count: Array, labels: Array) -> tuple[
     return value, jnp.where(enough, jnp.sqrt(var), 0.0), jnp.where(enough, (c - 1) * (tbar - value), 0.0)
 
 
-def _map_rows(fn, rows: Array, chunk: int) -> Array:
-    """fn over the rows of ``rows`` in vmapped chunks of ``chunk`` rows (zero-padded: one compiled body)."""
-    k = rows.shape[0]
-    pad = -k % chunk
-    padded = jnp.concatenate([rows, jnp.zeros((pad, *rows.shape[1:]), rows.dtype)]) if pad else rows
-    out = jax.lax.map(fn, padded.reshape(-1, chunk, *rows.shape[1:]))
-    return out.reshape(-1, *out.shape[2:])[:k]
+def _pad_rows(rows: Array, multiple: int) -> Array:
+    """Zero rows appended so the row count is a multiple of ``multiple``."""
+    pad = -rows.shape[0] % multiple
+    return jnp.concatenate([rows, jnp.zeros((pad, *rows.shape[1:]), rows.dtype)]) if pad else rows
+
+
+def _on_devices(fn, rows: Array, mesh: Mesh | None) -> Array:
+    """fn on a (b, ...) block of probe rows split over the mesh's devices (padded with zero rows, which every
+    product maps to zero, then dropped), or simply fn(rows) without a mesh."""
+    if mesh is None:
+        return fn(rows)
+    padded = jax.lax.with_sharding_constraint(_pad_rows(rows, mesh.size), NamedSharding(mesh, PartitionSpec("probes")))
+    return fn(padded)[: rows.shape[0]]
+
+
+def _map_rows(fn, rows: Array, plan: EstimatePlan) -> Array:
+    """fn over the rows of ``rows`` in vmapped chunks of ``plan.chunk`` rows (zero-padded: one compiled body),
+    each chunk split over the plan's devices."""
+    chunks = _pad_rows(rows, plan.chunk).reshape(-1, plan.chunk, *rows.shape[1:])
+    out = jax.lax.map(lambda r: _on_devices(fn, r, plan.mesh), chunks)
+    return out.reshape(-1, *out.shape[2:])[: rows.shape[0]]
 
 
 def _fixed_part(lin: Linearization, key: Array, plan: EstimatePlan, dtype: jnp.dtype) -> tuple[Array, Array, Array]:
@@ -316,7 +338,7 @@ def _fixed_part(lin: Linearization, key: Array, plan: EstimatePlan, dtype: jnp.d
     d, q, side = plan.dim, plan.sketch_size, plan.side
     image_of = lambda w: lin.images(side, w)
     adjoint_of = lambda w: lin.adjoint_images(side, w)
-    rows = lambda fn, r: _map_rows(fn, r, plan.chunk)
+    rows = lambda fn, r: _map_rows(fn, r, plan)
     if plan.sketch in ("none", "identity"):
         empty = jnp.zeros((d, 0), dtype), jnp.zeros((0, 1), dtype)
         if plan.sketch == "none":
@@ -349,10 +371,11 @@ def _block_replicate(lin: Linearization, key: Array, basis: Array, basis_images:
     z = jax.random.rademacher(key, (b, plan.dim), dtype=basis.dtype)
     if basis.shape[1]:
         z = z - (z @ basis) @ basis.T
-    img = lin.images(plan.side, z)  # (b, D)
+    img = _on_devices(lambda w: lin.images(plan.side, w), z, plan.mesh)  # (b, D)
     tr_rep = jnp.mean(jnp.sum(img**2, axis=1))
     if plan.square:
-        f2_rep = jnp.mean(jnp.sum(lin.adjoint_images(plan.side, img) ** 2, axis=1))
+        a_img = _on_devices(lambda w: lin.adjoint_images(plan.side, w), img, plan.mesh)
+        f2_rep = jnp.mean(jnp.sum(a_img**2, axis=1))
     else:
         gram = img @ img.T
         f2_rep = (jnp.sum(gram**2) - jnp.sum(jnp.diag(gram) ** 2)) / (b * (b - 1))
@@ -424,6 +447,7 @@ def ntk_metrics(
     min_blocks: int = 4,
     sketch_size: int | None = None,
     block_size: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> dict[str, Estimate]:
     """Estimate NTK quantities of ``apply_fn`` at ``(params, x)`` without forming J or K.
 
@@ -441,6 +465,9 @@ def ntk_metrics(
       min_blocks: blocks drawn before the stopping rule is checked (≥ 2, for a standard error).
       sketch_size: q, the deflation block size (default: budget/6 for forward/reverse, budget/8 for hutch++).
       block_size: probes per block (default min(16, max(2, budget/32))).
+      devices: devices to split every block of probes over (default: all local devices of the default
+        backend; one device means no splitting). Results do not depend on the number of devices beyond
+        floating-point summation order.
 
     Returns:
       ``{"trace", "frobenius", "effective_rank"}`` and, when y is given, ``"label_alignment"`` and
@@ -460,7 +487,8 @@ def ntk_metrics(
     wanted = _requested(quantities, y is not None)
     n_labels = 2 if any(q.startswith("label") for q in wanted) else 0
     plan = plan_estimate(method, op.n, op.p, max_matvecs=max_matvecs, wanted=wanted, n_labels=n_labels,
-                         min_blocks=min_blocks, sketch_size=sketch_size, block_size=block_size)
+                         min_blocks=min_blocks, sketch_size=sketch_size, block_size=block_size,
+                         mesh=probe_mesh(devices))
     if n_labels:
         y = jnp.asarray(y, op.dtype)
         label_rows = jnp.stack([y.ravel(), (y - jnp.mean(y, axis=0, keepdims=True)).ravel()])
@@ -482,6 +510,14 @@ def ntk_metrics(
                                 n_jvp, n_vjp, n_probes, bool(raw.converged))
         for i in plan.wanted
     }
+
+
+def probe_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh | None:
+    """A 1-d ``"probes"`` mesh over ``devices`` (default: all local devices), or None for a single device."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    if len(devices) <= 1:
+        return None
+    return Mesh(np.asarray(devices), ("probes",), axis_types=(AxisType.Auto,))
 
 
 def _requested(quantities: Sequence[str] | None, has_y: bool) -> tuple[str, ...]:
