@@ -1,0 +1,59 @@
+"""Names of what a search stores in Optuna, shared by the writers (objective, confirmation, study set-up) and
+the readers (leaderboards, reports, the CLI).
+
+Per trial (``trial.user_attrs``), written by :class:`~ntksearch.search.ProxyObjective`:
+
+* ``proxies``: ``{proxy: value}``; ``stderr``: ``{proxy: standard error}`` (non-finite values are kept);
+* ``seconds``: ``{"build": s, <proxy group>: s, ...}``;
+* ``n_params``, ``flops``: the candidate's size and counted forward FLOPs of one example;
+* ``arch``: the resolved architecture point as JSON; ``nb201_arch``: the NAS-Bench-201 string (nb201 only);
+* ``non_finite``: recorded proxies (not in the objective) whose value is not finite;
+* ``fail_reason``: why a FAIL trial failed (build error, non-finite model or objective).
+
+Per study (``study.user_attrs``): ``ntksearch`` (what the study was created from, checked on resume) and
+``confirm:<trial number>``, one confirmation-training result per trained candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "ARCH",
+    "CONFIRM_PREFIX",
+    "FAIL_REASON",
+    "FLOPS",
+    "METADATA",
+    "NB201_ARCH",
+    "NON_FINITE",
+    "N_PARAMS",
+    "PROXIES",
+    "SECONDS",
+    "STDERR",
+    "confirm_key",
+    "confirmations",
+]
+
+PROXIES = "proxies"
+STDERR = "stderr"
+SECONDS = "seconds"
+N_PARAMS = "n_params"
+FLOPS = "flops"
+ARCH = "arch"
+NB201_ARCH = "nb201_arch"
+NON_FINITE = "non_finite"
+FAIL_REASON = "fail_reason"
+METADATA = "ntksearch"
+CONFIRM_PREFIX = "confirm:"
+
+
+def confirm_key(number: int) -> str:
+    """The study attribute holding trial ``number``'s confirmation result."""
+    return f"{CONFIRM_PREFIX}{number}"
+
+
+def confirmations(study_attrs: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """Trial number → confirmation result, from ``study.user_attrs``."""
+    return {int(key[len(CONFIRM_PREFIX):]): value for key, value in study_attrs.items()
+            if key.startswith(CONFIRM_PREFIX)}

@@ -1,0 +1,185 @@
+"""Zero-cost proxies as an Optuna objective: :class:`ProxyObjective`.
+
+Use it in your own study in a few lines::
+
+    import optuna
+    from ntksearch.data import load_dataset
+    from ntksearch.search import ProxyObjective
+    from ntksearch.spaces import load_space
+
+    objective = ProxyObjective(load_space("search_spaces/mlp.yaml"), load_dataset("digits"), seed=0)
+    study = optuna.create_study(directions=objective.directions, sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(objective, n_trials=20)
+    print(study.best_trial.params, study.best_trial.user_attrs["proxies"])
+
+Each trial samples a point of the space, builds the candidate, computes its proxies on one fixed scoring
+batch and returns the objective value(s). Everything is stored as trial user attributes
+(:mod:`ntksearch.search.attrs`). A candidate that cannot be built (the builder raises ``ValueError``, e.g. a
+``ConfigError``), whose outputs are not finite (``NonFiniteModelError``) or whose objective is not finite
+returns ``nan``: Optuna marks the trial FAIL (no ``catch=`` needed), its ``fail_reason`` says why, and the
+search goes on. Recorded proxies outside the objective may be non-finite without failing the trial (a
+baseline's degenerate value should not discard a candidate); they are listed in ``non_finite``.
+
+Randomness is reproducible: candidate ``n`` of a search with ``seed`` uses the keys of
+:func:`candidate_keys` (initialisation, proxies, training), so it can be rebuilt exactly from its stored params.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import optuna
+
+from ntksearch.data import Dataset, scoring_batch
+from ntksearch.models import BuiltModel, nb201_arch_string
+from ntksearch.ntk import NonFiniteModelError
+from ntksearch.proxies import PROXIES, NTKOptions, ProxyInputs, ProxyValue, compute_proxies
+from ntksearch.search import attrs
+from ntksearch.search.objectives import Objective, as_objective
+from ntksearch.spaces import Point, SearchSpace
+
+__all__ = ["CandidateKeys", "Evaluation", "ProxyObjective", "candidate_keys"]
+
+DEFAULT_BATCH_SIZE = 64
+
+
+class CandidateKeys(NamedTuple):
+    """The PRNG keys of one candidate: parameter initialisation, randomised proxies, confirmation training."""
+
+    init: jax.Array
+    proxies: jax.Array
+    train: jax.Array
+
+
+def candidate_keys(seed: int, number: int) -> CandidateKeys:
+    """Keys of candidate (trial) ``number`` of a search seeded with ``seed``: fold_in(key(seed), number)."""
+    base = jax.random.fold_in(jax.random.key(seed), number)
+    return CandidateKeys(*(jax.random.fold_in(base, i) for i in range(3)))
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """One scored candidate.
+
+    Attributes:
+      point: the sampled point. built: the model (``None`` when it failed to build).
+      proxies: computed proxies (empty on failure before scoring).
+      seconds: ``build`` and per-proxy-group wall-clock seconds.
+      values: the objective values, ``None`` when the candidate failed.
+      fail_reason: why it failed, else ``None``.
+    """
+
+    point: Point
+    built: BuiltModel | None
+    proxies: dict[str, ProxyValue]
+    seconds: dict[str, float]
+    values: tuple[float, ...] | None
+    fail_reason: str | None = None
+
+    def user_attrs(self) -> dict[str, Any]:
+        """What a trial stores (:mod:`ntksearch.search.attrs`)."""
+        out: dict[str, Any] = {attrs.ARCH: json.dumps(self.point.arch), attrs.SECONDS: self.seconds}
+        if self.proxies:
+            out[attrs.PROXIES] = {name: v.value for name, v in self.proxies.items()}
+            out[attrs.STDERR] = {name: v.stderr for name, v in self.proxies.items()}
+        if self.built is not None:
+            out[attrs.N_PARAMS] = self.built.n_params
+            out[attrs.FLOPS] = self.built.flops
+            if self.built.family == "nb201":
+                out[attrs.NB201_ARCH] = nb201_arch_string(self.point.arch)
+        bad = [name for name, v in self.proxies.items() if not math.isfinite(v.value)]
+        if bad and self.values is not None:
+            out[attrs.NON_FINITE] = bad
+        if self.fail_reason is not None:
+            out[attrs.FAIL_REASON] = self.fail_reason
+        return out
+
+
+class ProxyObjective:
+    """An Optuna objective scoring candidates of a search space at initialisation (see the module docstring).
+
+    Args:
+      space: the search space (:func:`ntksearch.spaces.load_space`).
+      data: a :class:`~ntksearch.data.Dataset` (a class-balanced scoring batch of ``batch_size`` examples is
+        drawn from its training split with ``seed``) or a fixed batch ``(x (N, ...), y_onehot (N, C))``.
+      proxies: proxies to record besides the objective's; ``None``: every registered proxy the candidate's
+        family supports.
+      objective: what to optimise (:func:`ntksearch.search.objectives.as_objective`: ``None`` for the default
+        score, a proxy name, a list for a Pareto front, ...).
+      seed: seeds every candidate's keys (:func:`candidate_keys`) and the scoring batch.
+      ntk: NTK estimation options.
+      batch_size: scoring batch size when ``data`` is a dataset.
+
+    Attributes:
+      directions: Optuna directions, for ``optuna.create_study(directions=...)``.
+      objective: the parsed :class:`~ntksearch.search.objectives.Objective`.
+      x, y: the scoring batch.
+    """
+
+    def __init__(self, space: SearchSpace, data: Dataset | tuple[np.ndarray, np.ndarray], *,
+                 proxies: Iterable[str] | None = None, objective: Any = None, seed: int = 0,
+                 ntk: NTKOptions | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
+        self.space = space
+        self.objective: Objective = as_objective(objective)
+        self.seed = seed
+        self.ntk = ntk or NTKOptions()
+        if isinstance(data, Dataset):
+            self.x, self.y = scoring_batch(data, batch_size, seed=seed)
+        else:
+            self.x, self.y = (np.asarray(a, np.float32) for a in data)
+        self.record = None if proxies is None else tuple(proxies)
+        unknown = sorted(set(self.record or ()) - set(PROXIES))
+        if unknown:
+            raise ValueError(f"unknown proxies {', '.join(unknown)}; registered: {', '.join(sorted(PROXIES))}")
+
+    @property
+    def directions(self) -> list[str]:
+        return self.objective.directions
+
+    def proxy_names(self, inputs: ProxyInputs) -> list[str]:
+        """The objective's proxies, then the recorded ones (all those ``inputs`` support when not restricted)."""
+        recorded: Sequence[str] = self.record if self.record is not None else [
+            name for name, proxy in PROXIES.items() if all(getattr(inputs, r) is not None for r in proxy.requires)]
+        return list(dict.fromkeys([*self.objective.proxies, *recorded]))
+
+    def evaluate(self, point: Point, number: int) -> Evaluation:
+        """Build and score ``point`` as candidate ``number`` (its keys: :func:`candidate_keys`)."""
+        keys = candidate_keys(self.seed, number)
+        start = time.perf_counter()
+        try:
+            built = self.space.build(point, input_shape=tuple(self.x.shape[1:]), n_classes=self.y.shape[-1],
+                                     key=keys.init)
+        except ValueError as exc:
+            return Evaluation(point, None, {}, {"build": time.perf_counter() - start}, None,
+                              f"build failed: {exc}")
+        seconds = {"build": time.perf_counter() - start}
+        inputs = ProxyInputs.from_model(built, self.x, self.y, key=keys.proxies, ntk=self.ntk)
+        try:
+            result = compute_proxies(self.proxy_names(inputs), inputs)
+        except NonFiniteModelError as exc:
+            return Evaluation(point, built, {}, seconds, None, f"non-finite model: {exc}")
+        seconds.update(result.seconds)
+        values = self.objective({name: v.value for name, v in result.values.items()})
+        bad = [f"{n} = {v}" for n, v in zip(self.objective.names, values, strict=True) if not math.isfinite(v)]
+        if bad:
+            inputs_bad = [f"{n} = {result.values[n].value}" for n in self.objective.proxies
+                          if not math.isfinite(result.values[n].value)]
+            reason = f"non-finite objective: {', '.join(bad)}" + (
+                f" (proxies {', '.join(inputs_bad)})" if inputs_bad else "")
+            return Evaluation(point, built, result.values, seconds, None, reason)
+        return Evaluation(point, built, result.values, seconds, values)
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        """Sample, score and store one candidate; ``nan`` (one per objective) marks it failed."""
+        evaluation = self.evaluate(self.space.sample(trial), trial.number)
+        for key, value in evaluation.user_attrs().items():
+            trial.set_user_attr(key, value)
+        values = evaluation.values or (math.nan,) * len(self.objective.targets)
+        return values[0] if len(values) == 1 else values

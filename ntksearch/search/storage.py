@@ -1,0 +1,96 @@
+"""Optuna storages from URLs: SQLite/PostgreSQL/MySQL (with heartbeats) and journal files.
+
+* ``sqlite:///path/study.db`` (relative to the working directory; four slashes for an absolute path),
+  ``postgresql+psycopg2://user:pass@host/db``, ``mysql+pymysql://...``: an ``RDBStorage`` whose running trials
+  send a heartbeat every ``heartbeat_interval`` seconds. A trial whose worker was killed stops beating; after
+  ``grace_period`` seconds the next worker to start a trial marks it failed and
+  ``RetryHeartbeatStaleTrialCallback`` (the new name of ``RetryFailedTrialCallback``) re-enqueues its
+  parameters, at most ``max_retry`` times. This is what lets many ``ntksearch worker`` processes share one
+  PostgreSQL study with no coordinator.
+* ``journal:path/study.log``: Optuna's ``JournalFileBackend``, an append-only file that several processes
+  may share on one host or a shared filesystem (no heartbeats: ``ntksearch run --resume`` recovers its
+  interrupted trials itself).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+__all__ = [
+    "JOURNAL_PREFIX",
+    "RDB_SCHEMES",
+    "StorageError",
+    "StorageSpec",
+    "absolute_url",
+    "make_storage",
+    "storage_problem",
+]
+
+JOURNAL_PREFIX = "journal:"
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+
+
+class StorageError(RuntimeError):
+    """The storage cannot be opened, or the study in it cannot be used as asked."""
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """Where the study lives and how dead workers are detected (see the module docstring)."""
+
+    url: str
+    heartbeat_interval: int = 60
+    grace_period: int = 120
+    max_retry: int = 3
+
+
+def storage_problem(url: str) -> str | None:
+    """Why ``url`` is not a storage URL this module opens, or ``None``."""
+    if url.startswith(JOURNAL_PREFIX):
+        return None if url[len(JOURNAL_PREFIX):] else "journal: needs a file path, e.g. journal:runs/x/study.log"
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else None
+    if scheme in RDB_SCHEMES:
+        return None
+    return (f"{url!r} is not a storage URL; use sqlite:///<file>, postgresql+psycopg2://user:pass@host/db, "
+            f"mysql+pymysql://... or journal:<file>")
+
+
+def absolute_url(url: str) -> str:
+    """``url`` with a relative SQLite or journal file path made absolute (for ``run.json``)."""
+    for prefix in ("sqlite:///", JOURNAL_PREFIX):
+        if url.startswith(prefix):
+            return prefix + str(Path(url[len(prefix):]).expanduser().resolve())
+    return url
+
+
+def make_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
+    """Open (creating if needed) the storage of ``spec``; the parent folder of a local file is created.
+
+    Raises:
+      StorageError: a bad URL, a missing database driver, or a database that cannot be reached.
+    """
+    problem = storage_problem(spec.url)
+    if problem is not None:
+        raise StorageError(problem)
+    if spec.url.startswith(JOURNAL_PREFIX):
+        path = Path(spec.url[len(JOURNAL_PREFIX):]).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if spec.url.startswith("sqlite:///"):
+        Path(spec.url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(spec.url, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                  max_retry=spec.max_retry))
+    except ImportError as exc:
+        raise StorageError(f"{spec.url.split('://')[0]} storage needs a database driver: {exc}") from exc
+    except Exception as exc:  # sqlalchemy's errors: unreachable server, bad credentials, corrupt file
+        raise StorageError(f"cannot open storage {spec.url}: {exc}") from exc

@@ -1,0 +1,108 @@
+"""Study set-up: storages, samplers, the existing-study guard, resume of interrupted trials, trial budgets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ntksearch.search import (
+    SAMPLERS,
+    StorageError,
+    StorageSpec,
+    StudyError,
+    load_experiment,
+    make_sampler,
+    make_storage,
+    open_study,
+    run_search,
+)
+from ntksearch.search.study import FINISHED, RUN_FILE, load_existing_study
+from tests.search.helpers import write_experiment
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def test_run_search_stores_metadata_and_run_file(tmp_path: Path) -> None:
+    experiment = load_experiment(write_experiment(tmp_path, trials=2))
+    study = run_search(experiment)
+    assert len(finished(study)) == 2 and study.metric_names == ["default_score"]
+    assert study.user_attrs["ntksearch"]["objective"] == ["default_score"]
+    run = json.loads((tmp_path / "run" / RUN_FILE).read_text())
+    assert run == {"config": str(experiment.path), "storage": f"sqlite:///{tmp_path / 'run' / 'study.db'}",
+                   "study": "tiny"}
+    assert len(load_existing_study(StorageSpec(run["storage"]), "tiny").trials) == 2
+
+
+def test_existing_study_needs_resume(tmp_path: Path) -> None:
+    experiment = load_experiment(write_experiment(tmp_path, trials=1))
+    run_search(experiment)
+    with pytest.raises(StudyError, match="already has 1 trials: pass --resume"):
+        run_search(experiment)
+    with pytest.raises(StudyError, match=r"created from a different experiment \(objective, objective_spec"):
+        open_study(dataclasses.replace(experiment, objective=load_experiment(write_experiment(
+            tmp_path, "other.yaml", objective="ntk_trace")).objective), resume=True)
+    assert len(finished(run_search(experiment, resume=True))) == 1  # nothing left to do
+    assert len(finished(run_search(experiment, resume=True, n_trials=2))) == 2
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # study.ask() simulates the interrupted trial
+def test_resume_fails_interrupted_trials_and_reruns_their_params(tmp_path: Path) -> None:
+    experiment = load_experiment(write_experiment(tmp_path, trials=2))
+    study = run_search(experiment)
+    interrupted = study.ask()  # a trial whose process died while it ran
+    params = experiment.space.sample(interrupted).params
+    worker = open_study(experiment, join=True)  # workers never touch running trials
+    assert worker.trials[interrupted.number].state == TrialState.RUNNING
+
+    study = run_search(experiment, resume=True, n_trials=4)
+    trials = study.get_trials(deepcopy=False)
+    failed = trials[interrupted.number]
+    assert failed.state == TrialState.FAIL
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == interrupted.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == params
+    assert len(finished(study)) == 4  # the interrupted trial counts towards the total
+    completed = [t.params["init_scale"] for t in trials if t.state == TrialState.COMPLETE]
+    assert len(completed) == len(set(completed)) == 3
+
+
+def test_journal_storage_and_workers_share_the_total(tmp_path: Path) -> None:
+    experiment = load_experiment(write_experiment(tmp_path, trials=3, storage=f"journal:{tmp_path / 'j.log'}"))
+    run_search(experiment, join=True, n_trials=2)
+    study = run_search(experiment, join=True)  # a second worker stops at the study's total
+    assert len(finished(study)) == 3
+
+
+def test_storage_errors(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="not a storage URL"):
+        make_storage(StorageSpec("redis://localhost"))
+    with pytest.raises(StorageError, match="cannot open storage postgresql"):
+        make_storage(StorageSpec("postgresql+psycopg2://user:pw@127.0.0.1:1/db"))
+    with pytest.raises(StudyError, match="no study 'absent'"):
+        load_existing_study(StorageSpec(f"sqlite:///{tmp_path / 'x.db'}"), "absent")
+
+
+def test_samplers_are_seeded(tmp_path: Path) -> None:
+    space = load_experiment(write_experiment(tmp_path)).space
+    for name in ("tpe", "random", "nsga2"):
+        draws = []
+        for _ in range(2):
+            study = optuna.create_study(sampler=make_sampler(name, seed=7, space=space))
+            draws.append([space.sample(study.ask()).params for _ in range(3)])
+        assert draws[0] == draws[1], name
+    assert set(SAMPLERS) == {"tpe", "nsga2", "random", "grid", "gp", "cmaes"}
+
+
+def test_grid_sampler_walks_the_space(tmp_path: Path) -> None:
+    scales = {"type": "categorical", "choices": [0.5, 1.0, 2.0]}
+    space_doc = {"family": "mlp", "hyperparameters": {"depth": 1, "width": 16, "init_scale": scales}}
+    experiment = load_experiment(write_experiment(tmp_path, space_doc=space_doc, sampler="grid", trials=None))
+    study = run_search(experiment)
+    assert sorted(t.params["init_scale"] for t in study.trials) == [p.params["init_scale"]
+                                                                   for p in experiment.space.enumerate()]
