@@ -66,7 +66,8 @@ def leaderboard_html(frame: pd.DataFrame, quality: pd.DataFrame | None = None, *
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return f'<div class="table">{frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")}</div>'
+    shown = frame.where(frame.notna(), np.nan)  # None in object columns: shown empty too
+    return f'<div class="table">{shown.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")}</div>'
 
 
 def _figure(width: float = 4.5, height: float = 3.2):

@@ -21,6 +21,7 @@ from ntksearch.proxies import PROXIES
 __all__ = ["proxy_quality"]
 
 MIN_PAIRS = 3
+_DIGITS = 12  # rounding that removes floating-point noise (5e-17 for 0)
 QUALITY_COLUMNS = ["column", "expected_sign", "n", "spearman", "spearman_low", "spearman_high", "kendall",
                    "kendall_low", "kendall_high"]
 
@@ -54,7 +55,7 @@ def proxy_quality(frame: pd.DataFrame, *, target: str = "val_accuracy", n_resamp
             rho, tau = _spearman(x, y), _kendall(x, y)
             rho_ci = _interval(_spearman(x[idx], y[idx]), confidence)
             tau_ci = _interval(_kendall(x[idx], y[idx]), confidence)
-        rows.append([column, sign, len(x), float(rho), *rho_ci, float(tau), *tau_ci])
+        rows.append([column, sign, len(x), *np.round([rho, *rho_ci, tau, *tau_ci], _DIGITS)])
     out = pd.DataFrame(rows, columns=QUALITY_COLUMNS)
     return out.sort_values("spearman", ascending=False, na_position="last", ignore_index=True)
 

@@ -68,6 +68,7 @@ import optuna
 from ntksearch.data import DATASETS, Dataset, DatasetError, dataset_options, load_dataset
 from ntksearch.ntk import METHODS
 from ntksearch.proxies import PROXIES, NTKOptions
+from ntksearch.search.objective import DEFAULT_BATCH_SIZE
 from ntksearch.search.objectives import Objective, parse_objective
 from ntksearch.search.samplers import SAMPLERS, make_sampler, parse_sampler_options
 from ntksearch.search.storage import StorageSpec, storage_problem
@@ -114,7 +115,7 @@ class DatasetSpec:
 class ScoringSpec:
     """The fixed scoring batch and how the NTK proxies are estimated on it."""
 
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH_SIZE
     ntk: NTKOptions = dataclasses.field(default_factory=NTKOptions)
 
 
@@ -218,9 +219,8 @@ def load_experiment(path: str | Path) -> Experiment:
 
 
 def _relative(node: Node, config: Path) -> Path:
-    """A path option: expanded, and relative to the config file's folder unless absolute."""
-    value = Path(node.string()).expanduser()
-    return value if value.is_absolute() else config.parent / value
+    """A path option: expanded, relative to the config file's folder unless absolute, and resolved."""
+    return (config.parent / Path(node.string()).expanduser()).resolve()
 
 
 def _space(node: Node, config: Path) -> SearchSpace:

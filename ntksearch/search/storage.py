@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ __all__ = [
 
 JOURNAL_PREFIX = "journal:"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+_ATTEMPTS = 3  # opening an empty database creates Optuna's schema; a worker losing that race retries
+_RETRY_SECONDS = 0.5
 
 
 class StorageError(RuntimeError):
@@ -84,13 +87,19 @@ def make_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
         return JournalStorage(JournalFileBackend(str(path)))
     if spec.url.startswith("sqlite:///"):
         Path(spec.url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(spec.url, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                                  max_retry=spec.max_retry))
-    except ImportError as exc:
-        raise StorageError(f"{spec.url.split('://')[0]} storage needs a database driver: {exc}") from exc
-    except Exception as exc:  # sqlalchemy's errors: unreachable server, bad credentials, corrupt file
-        raise StorageError(f"cannot open storage {spec.url}: {exc}") from exc
+    attempt = 1
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(spec.url, heartbeat_interval=spec.heartbeat_interval,
+                                  grace_period=spec.grace_period,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                      max_retry=spec.max_retry))
+        except ImportError as exc:
+            raise StorageError(f"{spec.url.split('://')[0]} storage needs a database driver: {exc}") from exc
+        except Exception as exc:  # sqlalchemy's errors: unreachable server, bad credentials, corrupt file
+            if attempt == _ATTEMPTS:
+                raise StorageError(f"cannot open storage {spec.url}: {exc}") from exc
+            time.sleep(_RETRY_SECONDS * attempt)  # workers starting together race on creating the schema
+            attempt += 1

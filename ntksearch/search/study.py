@@ -2,7 +2,8 @@
 
 One code path serves a single ``ntksearch run`` and any number of ``ntksearch worker`` processes sharing a
 study: each process opens the study (``load_if_exists``), then optimises until the study holds ``trials``
-finished trials (COMPLETE + FAIL, counted over every process by Optuna's ``MaxTrialsCallback``).
+finished trials (COMPLETE + FAIL, counted over every process by Optuna's ``MaxTrialsCallback``; workers
+finishing together may overshoot by up to one trial each, as the callback runs after a trial ends).
 
 **Resume.** ``run --resume`` continues a study whose previous run was killed. Completed and failed trials
 stay as they are; every trial still RUNNING (its process is dead: ``--resume`` asserts that no other process
@@ -69,7 +70,6 @@ def study_identity(experiment: Experiment) -> dict[str, Any]:
         "experiment": experiment.name,
         "seed": experiment.seed,
         "family": experiment.space.family,
-        "space": str(experiment.space.path),
         "space_sha256": hashlib.sha256(space_text).hexdigest(),
         "dataset": {"name": experiment.dataset.name, **experiment.dataset.options},
         "scoring": repr(experiment.scoring),
