@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import optuna
@@ -54,7 +55,7 @@ examples:
   ntksearch worker experiments/cnn.yaml --storage postgresql+psycopg2://u:p@host/db   (on every machine)
   ntksearch leaderboard runs/quickstart --format csv html
   ntksearch leaderboard --storage sqlite:///runs/quickstart/study.db --study quickstart --out /tmp/lb
-  ntksearch score experiments/quickstart.yaml --trial 12
+  ntksearch score experiments/quickstart.yaml --trial 3
   ntksearch score experiments/quickstart.yaml --params '{"depth": 1, "width_0": 64, ...}'
   ntksearch validate experiments/*.yaml search_spaces/*.yaml
 
@@ -75,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = _command(commands, "run", _run, "run an experiment: search, confirmation training, leaderboard")
     run.add_argument("config", type=Path, help="experiment YAML file")
-    run.add_argument("--n-trials", type=_positive_int, help="total trials of the study (overrides trials:)")
-    run.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    run.add_argument("--n-trials", type=_positive(int), help="total trials of the study (overrides trials:)")
+    run.add_argument("--timeout", type=_positive(float), help="stop starting trials after this many seconds")
     run.add_argument("--storage", help="storage URL (overrides storage:)")
     run.add_argument("--resume", action="store_true", help="continue the existing study of this experiment")
     run.add_argument("--no-confirm", action="store_true", help="skip confirmation training")
@@ -230,11 +231,19 @@ def _command(commands: argparse._SubParsersAction, name: str, handler: Callable[
     return sub
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+def _positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a positive ``kind`` (int or float)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def _experiment(args: argparse.Namespace) -> Experiment:

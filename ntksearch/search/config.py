@@ -252,11 +252,11 @@ def _dataset_option(node: Node, param: inspect.Parameter, config: Path) -> Any:
         return None
     if "Path" in annotation:
         return str(_relative(node, config))
-    for kind, check in (("int", Node.integer), ("float", Node.number), ("str", Node.string)):
-        if kind in annotation.replace("| None", "").split("|")[0]:
-            return check(node)
-    return node.value
+    check = _OPTION_CHECKS.get(annotation.split("|")[0].strip())
+    return check(node) if check else node.value
 
+
+_OPTION_CHECKS: dict[str, Callable[[Node], Any]] = {"int": Node.integer, "float": Node.number, "str": Node.string}
 
 _NTK_CHECKS: dict[str, Callable[[Node], Any]] = {
     "method": lambda node: node.string(choices=METHODS),

@@ -110,7 +110,8 @@ class ProxyObjective:
       data: a :class:`~ntksearch.data.Dataset` (a class-balanced scoring batch of ``batch_size`` examples is
         drawn from its training split with ``seed``) or a fixed batch ``(x (N, ...), y_onehot (N, C))``.
       proxies: proxies to record besides the objective's; ``None``: every registered proxy the candidate's
-        family supports.
+        family supports. Each proxy group compiles once per new architecture (seconds on a CPU), so pass
+        ``[]`` to compute only what the objective needs.
       objective: what to optimise (:func:`ntksearch.search.objectives.as_objective`: ``None`` for the default
         score, a proxy name, a list for a Pareto front, ...).
       seed: seeds every candidate's keys (:func:`candidate_keys`) and the scoring batch.
