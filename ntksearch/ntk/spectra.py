@@ -8,23 +8,22 @@ With full reorthogonalisation, after k steps the largest Ritz value θ of the tr
 bounds the distance from θ to an eigenvalue of A (|λ − θ| ≤ ‖r‖). For NTKs at initialisation the top
 eigenvalue is usually well separated (the "mean" mode), so a handful of iterations reach ‖r‖ ≤ 10⁻³ θ.
 
-The iteration is one compiled function (``max_iters`` steps of a ``lax.fori_loop``; a breakdown — an
-invariant subspace, so θ is exact — zeroes the remaining steps), keyed on ``apply_fn``, the side, the dimension
-and ``max_iters``. The tiny tridiagonal eigenproblem is solved on the host.
+Each iteration is one call of the compiled product kernel (:func:`ntksearch.ntk.estimators.probe_products`,
+shared with the trace estimators); the reorthogonalisation and the tiny tridiagonal eigenproblem run on the
+host in float64. (An XLA loop would be tidier, but XLA:CPU runs convolutions inside loops ~70× slower.)
 """
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from ntksearch.ntk.estimators import Estimate
-from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, linearize, smaller_side
+from ntksearch.ntk.estimators import Estimate, NonFiniteModelError, probe_products
+from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, smaller_side
 
-__all__ = ["lambda_max", "lanczos_tridiagonal", "top_ritz"]
+__all__ = ["lambda_max", "top_ritz"]
 
 
 def top_ritz(alphas: np.ndarray, betas: np.ndarray) -> tuple[float, float]:
@@ -34,34 +33,6 @@ def top_ritz(alphas: np.ndarray, betas: np.ndarray) -> tuple[float, float]:
     tri = np.diag(alphas) + np.diag(betas[: k - 1], 1) + np.diag(betas[: k - 1], -1)
     evals, evecs = np.linalg.eigh(tri)
     return float(evals[-1]), float(betas[k - 1] * abs(evecs[k - 1, -1]))
-
-
-@partial(jax.jit, static_argnames=("apply_fn", "side", "dim", "max_iters"))
-def lanczos_tridiagonal(apply_fn: ApplyFn, params: Params, x: Array, key: Array, *, side: str, dim: int,
-                        max_iters: int) -> tuple[Array, Array]:
-    """Compiled Lanczos with full reorthogonalisation on A (K or JᵀJ): the tridiagonal's (α, β), each (k,)."""
-    lin = linearize(apply_fn, params, x)
-    dtype = lin.z.dtype
-    gram = lambda v: lin.adjoint_images(side, lin.images(side, v[None]))[0]
-    v0 = jax.random.normal(key, (dim,), dtype)
-    basis = jnp.zeros((max_iters + 1, dim), dtype).at[0].set(v0 / jnp.linalg.norm(v0))
-
-    def step(j: Array, state: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
-        basis, alphas, betas = state
-        v = basis[j]
-        w = gram(v)
-        alphas = alphas.at[j].set(w @ v)
-        live = jnp.where((jnp.arange(max_iters + 1) <= j)[:, None], basis, 0.0)
-        for _ in range(2):  # reorthogonalise against v_0..v_j, twice is enough
-            w = w - live.T @ (live @ w)
-        beta = jnp.linalg.norm(w)
-        ok = beta > 1e-12 * jnp.maximum(jnp.abs(alphas[0]), jnp.finfo(dtype).tiny)
-        betas = betas.at[j].set(jnp.where(ok, beta, 0.0))
-        return basis.at[j + 1].set(jnp.where(ok, w / jnp.where(ok, beta, 1.0), 0.0)), alphas, betas
-
-    zeros = jnp.zeros(max_iters, dtype)
-    _, alphas, betas = jax.lax.fori_loop(0, max_iters, step, (basis, zeros, zeros))
-    return alphas, betas
 
 
 def lambda_max(
@@ -77,8 +48,8 @@ def lambda_max(
 
     Args:
       key: PRNG key for the Lanczos start vector.
-      max_iters: Lanczos steps (each: one JVP + one VJP); capped at min(n, p).
-      rtol: ``converged`` means the Ritz residual norm ‖A s − θ s‖ ≤ rtol · θ.
+      max_iters: Lanczos steps at most (each: one JVP + one VJP); capped at min(n, p).
+      rtol: stop once the Ritz residual norm ‖A s − θ s‖ ≤ rtol · θ (``converged``).
 
     Returns:
       An :class:`Estimate` whose ``value`` is the top Ritz value θ (a lower bound on λ_max) and whose
@@ -88,9 +59,31 @@ def lambda_max(
     if max_iters < 1:
         raise ValueError(f"max_iters must be ≥ 1, got {max_iters}")
     op = NTKOperator.create(apply_fn, params, x)
-    dim = min(op.n, op.p)
+    side, dim = smaller_side(op.n, op.p), min(op.n, op.p)
     iters = min(max_iters, dim)
-    alphas, betas = jax.device_get(lanczos_tridiagonal(apply_fn, params, x, key, side=smaller_side(op.n, op.p),
-                                                       dim=dim, max_iters=iters))
-    theta, resid = top_ritz(np.asarray(alphas, np.float64), np.asarray(betas, np.float64))
-    return Estimate(theta, resid, 0.0, "lanczos", iters, iters, iters, resid <= rtol * abs(theta))
+    dtype = np.dtype(op.dtype)
+    gram = lambda v: np.asarray(probe_products(apply_fn, params, x, jnp.asarray(v[None], dtype), side=side,
+                                               adjoint=True).adjoint[0], np.float64)
+    v = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist()).standard_normal(dim)
+    basis = [v / np.linalg.norm(v)]
+    alphas: list[float] = []
+    betas: list[float] = []
+    theta = resid = 0.0
+    with threadpool_limits(1, user_api="blas"):
+        for _ in range(iters):
+            w = gram(basis[-1])
+            if not np.all(np.isfinite(w)):
+                raise NonFiniteModelError("the NTK product is not finite; λ_max is undefined")
+            alphas.append(float(w @ basis[-1]))
+            stacked = np.stack(basis)
+            for _ in range(2):  # full reorthogonalisation, twice is enough
+                w = w - stacked.T @ (stacked @ w)
+            beta = float(np.linalg.norm(w))
+            breakdown = beta <= 1e-12 * max(abs(alphas[0]), 1e-300)  # invariant subspace: θ is exact
+            betas.append(0.0 if breakdown else beta)
+            theta, resid = top_ritz(np.asarray(alphas), np.asarray(betas))
+            if breakdown or resid <= rtol * abs(theta):
+                break
+            basis.append(w / beta)
+    n = len(alphas)
+    return Estimate(theta, resid, 0.0, "lanczos", n, n, n, resid <= rtol * abs(theta))

@@ -11,7 +11,7 @@ from pathlib import Path
 SCRIPT = r"""
 import json, jax, jax.numpy as jnp
 from ntksearch import ntk_metrics
-from ntksearch.ntk.estimators import estimate_arrays, plan_estimate, probe_mesh
+from ntksearch.ntk.estimators import probe_mesh, probe_products
 from tests.ntk.problems import PROBLEMS
 
 out = {"devices": jax.device_count(), "diffs": {}}
@@ -24,9 +24,8 @@ with jax.enable_x64(True):
         many = ntk_metrics(p.apply_fn, p.params, p.x, p.y, **kw)
         out["diffs"][f"{name}-{method}"] = max(abs(one[q].value - many[q].value) / abs(one[q].value) for q in one)
     p = PROBLEMS["mlp"]()
-    plan = plan_estimate("hutchinson", 64, 868, max_matvecs=64, wanted=("trace",), n_labels=0, mesh=probe_mesh())
-    hlo = estimate_arrays.lower(p.apply_fn, p.params, p.x, jnp.zeros((0, 64)), jax.random.PRNGKey(0),
-                                jnp.float64(0), plan=plan).compile().as_text()
+    hlo = probe_products.lower(p.apply_fn, p.params, p.x, jnp.ones((8, 64)), side="state", adjoint=True,
+                               mesh=probe_mesh()).compile().as_text()
     out["collectives"] = hlo.count("all-reduce") + hlo.count("all-gather")
 print(json.dumps(out))
 """
