@@ -10,7 +10,13 @@ The public API, by layer (see ``docs/architecture.md``):
   :class:`BuiltModel`, :data:`FAMILIES`, :func:`count_flops`, :func:`nb201_arch_string`.
 * Data and training: :func:`load_dataset`, :class:`Dataset`, :func:`scoring_batch`, :class:`TrainHParams`,
   :func:`train_model`, :func:`stable_learning_rate`.
+* Search and reports (Optuna; imported on first use so the core stays light): :class:`ProxyObjective`,
+  :func:`load_experiment`, :func:`run_search`, :func:`confirm_candidates`, :func:`leaderboard_frame`,
+  :func:`export_leaderboard`, :func:`proxy_quality`.
 """
+
+from importlib import import_module
+from typing import Any
 
 from ntksearch.data import DATASETS, Dataset, DatasetNotFoundError, load_dataset, scoring_batch
 from ntksearch.models import FAMILIES, BuiltModel, build_model, count_flops, nb201_arch_string, nb201_edges
@@ -39,6 +45,22 @@ from ntksearch.validation import ConfigError
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "ProxyObjective": "ntksearch.search",
+    "load_experiment": "ntksearch.search",
+    "run_search": "ntksearch.search",
+    "confirm_candidates": "ntksearch.search",
+    "leaderboard_frame": "ntksearch.report",
+    "export_leaderboard": "ntksearch.report",
+    "proxy_quality": "ntksearch.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ntksearch' has no attribute {name!r}")
+
 __all__ = [
     "DATASETS",
     "DEFAULT_SCORE",
@@ -55,6 +77,7 @@ __all__ = [
     "NonFiniteModelError",
     "Point",
     "ProxyInputs",
+    "ProxyObjective",
     "ProxyValue",
     "SearchSpace",
     "TrainHParams",
@@ -62,15 +85,21 @@ __all__ = [
     "__version__",
     "build_model",
     "compute_proxies",
+    "confirm_candidates",
     "count_flops",
     "exact_ntk",
     "exact_ntk_stats",
+    "export_leaderboard",
     "lambda_max",
+    "leaderboard_frame",
     "load_dataset",
+    "load_experiment",
     "load_space",
     "nb201_arch_string",
     "nb201_edges",
     "ntk_metrics",
+    "proxy_quality",
+    "run_search",
     "score",
     "scoring_batch",
     "stable_learning_rate",

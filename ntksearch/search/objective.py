@@ -117,6 +117,10 @@ class ProxyObjective:
       seed: seeds every candidate's keys (:func:`candidate_keys`) and the scoring batch.
       ntk: NTK estimation options.
       batch_size: scoring batch size when ``data`` is a dataset.
+      max_cached_architectures: compiled programs of at most this many distinct architectures are kept in the
+        process; beyond it ``jax.clear_caches()`` drops them all. XLA:CPU maps memory for every compiled
+        program and never unmaps it while it is cached: a process scoring a few hundred new architectures
+        otherwise exhausts the kernel's limit on memory maps (65,530) and crashes inside the compiler.
 
     Attributes:
       directions: Optuna directions, for ``optuna.create_study(directions=...)``.
@@ -126,8 +130,11 @@ class ProxyObjective:
 
     def __init__(self, space: SearchSpace, data: Dataset | tuple[np.ndarray, np.ndarray], *,
                  proxies: Iterable[str] | None = None, objective: Any = None, seed: int = 0,
-                 ntk: NTKOptions | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
+                 ntk: NTKOptions | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_cached_architectures: int = 32):
         self.space = space
+        self.max_cached_architectures = max_cached_architectures
+        self._cached: set[Any] = set()
         self.objective: Objective = as_objective(objective)
         self.seed = seed
         self.ntk = ntk or NTKOptions()
@@ -161,6 +168,7 @@ class ProxyObjective:
             return Evaluation(point, None, {}, {"build": time.perf_counter() - start}, None,
                               f"build failed: {exc}")
         seconds = {"build": time.perf_counter() - start}
+        self._track_compiled(built.apply_fn)
         inputs = ProxyInputs.from_model(built, self.x, self.y, key=keys.proxies, ntk=self.ntk)
         try:
             result = compute_proxies(self.proxy_names(inputs), inputs)
@@ -176,6 +184,13 @@ class ProxyObjective:
                 f" (proxies {', '.join(inputs_bad)})" if inputs_bad else "")
             return Evaluation(point, built, result.values, seconds, None, reason)
         return Evaluation(point, built, result.values, seconds, values)
+
+    def _track_compiled(self, architecture: Any) -> None:
+        """Drop every compiled program once more than ``max_cached_architectures`` architectures were seen."""
+        if architecture not in self._cached and len(self._cached) >= self.max_cached_architectures:
+            jax.clear_caches()
+            self._cached.clear()
+        self._cached.add(architecture)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         """Sample, score and store one candidate; ``nan`` (one per objective) marks it failed."""

@@ -191,3 +191,15 @@ def test_weighted_log() -> None:
     assert target({"ntk_trace": math.e, "ntk_condition": math.e ** 2}) == pytest.approx((1 - 4,))
     assert math.isnan(target({"ntk_trace": 0.0, "ntk_condition": 1.0})[0])
     assert Objective((WeightedLog((("ntk_trace", 1.0),)),)).proxies == ("ntk_trace",)
+
+
+def test_compiled_programs_are_dropped_beyond_the_architecture_cap(tmp_path: Path, digits, monkeypatch) -> None:
+    space = load_space(write_space(tmp_path, {"family": "mlp", "hyperparameters": {
+        "depth": 1, "width": {"type": "categorical", "choices": [8, 12, 16]}}}))
+    cleared = []
+    monkeypatch.setattr(objective_module.jax, "clear_caches", lambda: cleared.append(1))
+    objective = ProxyObjective(space, digits, proxies=[], batch_size=BATCH, max_cached_architectures=2)
+    for number, width in enumerate([8, 12, 8, 12, 16, 8]):
+        objective.evaluate(space.point_from_params({"width": width}), number)
+    # 8 and 12 fit under the cap (repeats are free); 16 is a third architecture: drop all, then 16 and 8 again fit
+    assert len(cleared) == 1
