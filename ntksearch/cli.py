@@ -155,9 +155,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     experiment = _experiment(args)
-    study = run_search(experiment, join=True, progress=None if args.quiet else ProgressLine(experiment.trials))
-    print(f"worker done: study {experiment.study} holds {len(study.get_trials(deepcopy=False, states=FINISHED))} "
-          f"finished trials; {best_summary(study)}")
+    mine: list[int] = []
+    study = run_search(experiment, join=True, progress=None if args.quiet else ProgressLine(experiment.trials),
+                       callbacks=[lambda _study, trial: mine.append(trial.number)])
+    print(f"worker done: this process finished trials {sorted(mine)}; study {experiment.study} holds "
+          f"{len(study.get_trials(deepcopy=False, states=FINISHED))} finished trials; {best_summary(study)}")
     return EXIT_CODES["ok"]
 
 

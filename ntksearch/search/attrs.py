@@ -8,7 +8,8 @@ Per trial (``trial.user_attrs``), written by :class:`~ntksearch.search.ProxyObje
 * ``n_params``, ``flops``: the candidate's size and counted forward FLOPs of one example;
 * ``arch``: the resolved architecture point as JSON; ``nb201_arch``: the NAS-Bench-201 string (nb201 only);
 * ``non_finite``: recorded proxies (not in the objective) whose value is not finite;
-* ``fail_reason``: why a FAIL trial failed (build error, non-finite model or objective).
+* ``fail_reason``: why a FAIL trial failed (build error, non-finite model or objective);
+* ``worker``: ``host:pid`` of the process that scored it (several workers may share one study).
 
 Per study (``study.user_attrs``): ``ntksearch`` (what the study was created from, checked on resume) and
 ``confirm:<trial number>``, one confirmation-training result per trained candidate.
@@ -31,6 +32,7 @@ __all__ = [
     "PROXIES",
     "SECONDS",
     "STDERR",
+    "WORKER",
     "confirm_key",
     "confirmations",
 ]
@@ -44,6 +46,7 @@ ARCH = "arch"
 NB201_ARCH = "nb201_arch"
 NON_FINITE = "non_finite"
 FAIL_REASON = "fail_reason"
+WORKER = "worker"
 METADATA = "ntksearch"
 CONFIRM_PREFIX = "confirm:"
 

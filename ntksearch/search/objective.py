@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -197,5 +199,6 @@ class ProxyObjective:
         evaluation = self.evaluate(self.space.sample(trial), trial.number)
         for key, value in evaluation.user_attrs().items():
             trial.set_user_attr(key, value)
+        trial.set_user_attr(attrs.WORKER, f"{socket.gethostname()}:{os.getpid()}")
         values = evaluation.values or (math.nan,) * len(self.objective.targets)
         return values[0] if len(values) == 1 else values

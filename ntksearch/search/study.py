@@ -23,7 +23,7 @@ import hashlib
 import json
 import secrets
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,7 @@ def experiment_objective(experiment: Experiment, dataset: Dataset | None = None)
 
 def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: float | None = None,
                resume: bool = False, join: bool = False, progress: Callback | None = None,
-               dataset: Dataset | None = None) -> optuna.Study:
+               dataset: Dataset | None = None, callbacks: Sequence[Callback] = ()) -> optuna.Study:
     """Run (or continue) the experiment's search and return its study.
 
     Args:
@@ -172,6 +172,7 @@ def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: 
       resume: continue an existing study (see the module docstring). join: run as a worker.
       progress: an Optuna callback called after every trial (e.g. :class:`ntksearch.search.ProgressLine`).
       dataset: the experiment's dataset, when already loaded.
+      callbacks: more Optuna callbacks, called after every trial this process finishes.
 
     Writes ``<output>/run.json`` (storage URL and study name, for ``ntksearch leaderboard <output>``).
     """
@@ -180,7 +181,7 @@ def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: 
     write_run_file(experiment)
     total = n_trials if n_trials is not None else experiment.trials
     timeout = timeout if timeout is not None else experiment.timeout
-    callbacks: list[Callback] = [] if progress is None else [progress]
+    callbacks = [*callbacks, *([] if progress is None else [progress])]
     remaining = None
     if total is not None:
         remaining = total - len(study.get_trials(deepcopy=False, states=FINISHED))
