@@ -24,6 +24,7 @@ parameters are float64.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -179,13 +180,12 @@ class NTKOperator:
 
     @classmethod
     def create(cls, apply_fn: ApplyFn, params: Params, x: Array) -> NTKOperator:
-        """Build the operator; evaluates the output shape abstractly (no FLOPs spent)."""
-        theta, _ = ravel_pytree(params)
+        """Build the operator; evaluates the output shape abstractly (nothing is compiled or run)."""
+        leaves = jax.tree_util.tree_leaves(params)
         out = jax.eval_shape(apply_fn, params, x)
-        n = 1
-        for s in out.shape:
-            n *= int(s)
-        return cls(apply_fn, params, x, n, int(theta.size), tuple(out.shape), theta.dtype)
+        n = math.prod(int(s) for s in out.shape)
+        p = sum(math.prod(leaf.shape) for leaf in leaves)
+        return cls(apply_fn, params, x, n, p, tuple(out.shape), jnp.result_type(*leaves))
 
     def jvp(self, v: Array) -> Array:
         """J v for v of shape (p,) or a block (b, p)."""
