@@ -43,7 +43,7 @@ def ntk_group(inputs: ProxyInputs, done: Mapping[str, ProxyValue]) -> dict[str, 
     opts = inputs.ntk
     state_fn = _state_fn(inputs)
     on_logits = state_fn == inputs.apply_fn
-    kw = dict(method=opts.method, rtol=opts.rtol, max_matvecs=opts.max_matvecs)
+    kw = dict(method=opts.method, rtol=opts.rtol, max_matvecs=opts.max_matvecs, sketch_size=opts.sketch_size)
     est = ntk_metrics(state_fn, inputs.params, inputs.x, inputs.y if on_logits else None,
                       key=jax.random.fold_in(inputs.key, 1), **kw)
     if not on_logits:

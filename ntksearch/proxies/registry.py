@@ -58,6 +58,7 @@ class NTKOptions:
     method: str = "auto"
     rtol: float = 0.05
     max_matvecs: int = 512
+    sketch_size: int | None = None
     lanczos_iters: int = 20
     lanczos_rtol: float = 1e-3
 
