@@ -1,11 +1,17 @@
-"""Proxy quality: how well each proxy ranks the confirmed (trained) accuracy of the candidates.
+"""Proxy quality: how well a proxy ranks the trained accuracy of candidates.
 
-For every proxy column of a leaderboard (and the objective and ``rank_aggregate`` columns), over the
-candidates with a confirmation result and a finite proxy value: Spearman's ρ and Kendall's τ-b with
-``scipy.stats``, each with a seeded percentile-bootstrap confidence interval (candidates resampled with
-replacement; resamples where a rank statistic is undefined are dropped). Correlations keep their sign (no
-absolute values); ``expected_sign`` is the direction the registry (or the objective) expects, so a proxy
-that works against its expected direction shows as such.
+:func:`rank_quality` gives, for scores x and accuracies y (N pairs):
+
+* Spearman's ρ and Kendall's τ-b (``scipy.stats``), with their sign (no absolute values);
+* the **top-10% hit rate**: the fraction of the k = ⌈N/10⌉ most accurate candidates that are among the k best
+  by the proxy read in its expected direction (chance level: k/N ≈ 0.1);
+* **ρ within the top 10%**: Spearman's ρ over the k most accurate candidates only (how well the proxy orders
+  the good ones, where the parameter count is known to fail);
+
+each with a seeded percentile-bootstrap confidence interval (candidates resampled with replacement; resamples
+where a statistic is undefined are dropped). :func:`proxy_quality` applies it to every score column of a
+leaderboard; ``expected_sign`` is the direction the registry (or the objective) expects, so a proxy that
+works against its expected direction shows as such.
 """
 
 from __future__ import annotations
@@ -18,12 +24,36 @@ import scipy.stats
 
 from ntksearch.proxies import PROXIES
 
-__all__ = ["proxy_quality"]
+__all__ = ["STATISTICS", "proxy_quality", "rank_quality", "score_columns"]
 
 MIN_PAIRS = 3
+TOP_FRACTION = 0.1
 _DIGITS = 12  # rounding that removes floating-point noise (5e-17 for 0)
-QUALITY_COLUMNS = ["column", "expected_sign", "n", "spearman", "spearman_low", "spearman_high", "kendall",
-                   "kendall_low", "kendall_high"]
+STATISTICS = ("spearman", "kendall", "top10_hit", "top10_spearman")
+QUALITY_COLUMNS = ["column", "expected_sign", "n"] + [f"{stat}{end}" for stat in STATISTICS
+                                                      for end in ("", "_low", "_high")]
+
+
+def rank_quality(x: np.ndarray, y: np.ndarray, *, sign: int = 1, n_resamples: int = 2000,
+                 confidence: float = 0.95, rng: np.random.Generator | None = None) -> dict[str, float]:
+    """Every statistic of :data:`STATISTICS` (see the module docstring) with ``<stat>_low``/``<stat>_high``.
+
+    Args:
+      x: (N,) proxy values; y: (N,) accuracies (finite). sign: the proxy's expected direction (0 counts as +1)
+        for the top-10% hit rate; correlations are reported with their own sign.
+      n_resamples, confidence, rng: the percentile bootstrap.
+    """
+    rng = rng or np.random.default_rng(0)
+    idx = rng.integers(0, len(x), size=(n_resamples, len(x)))
+    out: dict[str, float] = {}
+    with warnings.catch_warnings():  # constant inputs: undefined statistics are nan
+        warnings.simplefilter("ignore")
+        for name, fn in (("spearman", _spearman), ("kendall", _kendall), ("top10_hit", _top_hit),
+                         ("top10_spearman", _top_spearman)):
+            kwargs = {"sign": sign} if name == "top10_hit" else {}
+            out[name] = float(fn(x, y, **kwargs))
+            out[f"{name}_low"], out[f"{name}_high"] = _interval(fn(x[idx], y[idx], **kwargs), confidence)
+    return {k: round(v, _DIGITS) for k, v in out.items()}
 
 
 def proxy_quality(frame: pd.DataFrame, *, target: str = "val_accuracy", n_resamples: int = 2000,
@@ -37,7 +67,7 @@ def proxy_quality(frame: pd.DataFrame, *, target: str = "val_accuracy", n_resamp
 
     Returns:
       One row per score column with at least 3 finite pairs, sorted by Spearman ρ (descending):
-      ``column, expected_sign, n, spearman, spearman_low, spearman_high, kendall, kendall_low, kendall_high``.
+      ``column, expected_sign, n`` and each statistic of :data:`STATISTICS` with ``_low``/``_high``.
     """
     if target not in frame:
         return pd.DataFrame(columns=QUALITY_COLUMNS)
@@ -48,14 +78,9 @@ def proxy_quality(frame: pd.DataFrame, *, target: str = "val_accuracy", n_resamp
         pairs = pairs[np.isfinite(pairs).all(axis=1)]
         if len(pairs) < MIN_PAIRS:
             continue
-        x, y = pairs.T
-        idx = rng.integers(0, len(x), size=(n_resamples, len(x)))
-        with warnings.catch_warnings():  # constant inputs: undefined statistics are nan
-            warnings.simplefilter("ignore")
-            rho, tau = _spearman(x, y), _kendall(x, y)
-            rho_ci = _interval(_spearman(x[idx], y[idx]), confidence)
-            tau_ci = _interval(_kendall(x[idx], y[idx]), confidence)
-        rows.append([column, sign, len(x), *np.round([rho, *rho_ci, tau, *tau_ci], _DIGITS)])
+        stats = rank_quality(pairs[:, 0], pairs[:, 1], sign=sign, n_resamples=n_resamples, confidence=confidence,
+                             rng=rng)
+        rows.append({"column": column, "expected_sign": sign, "n": len(pairs), **stats})
     out = pd.DataFrame(rows, columns=QUALITY_COLUMNS)
     return out.sort_values("spearman", ascending=False, na_position="last", ignore_index=True)
 
@@ -79,6 +104,27 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _kendall(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Kendall τ-b along the last axis."""
     return scipy.stats.kendalltau(x, y, axis=-1).statistic
+
+
+def _top_k(y: np.ndarray) -> np.ndarray:
+    """Indices of the k = ⌈N·TOP_FRACTION⌉ largest entries along the last axis (ties: first come)."""
+    k = max(1, int(np.ceil(y.shape[-1] * TOP_FRACTION)))
+    return np.argsort(-y, axis=-1, kind="stable")[..., :k]
+
+
+def _top_hit(x: np.ndarray, y: np.ndarray, *, sign: int) -> np.ndarray:
+    """Fraction of the true top-k that the proxy (read in direction ``sign``) also puts in its top k."""
+    by_y, by_x = _top_k(y), _top_k(x if sign >= 0 else -x)
+    hits = (by_x[..., :, None] == by_y[..., None, :]).any(axis=-1).sum(axis=-1)
+    return hits / by_y.shape[-1]
+
+
+def _top_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman ρ over the true top-k only (undefined, nan, below 3 candidates)."""
+    top = _top_k(y)
+    if top.shape[-1] < MIN_PAIRS:
+        return np.full(x.shape[:-1], np.nan)
+    return _spearman(np.take_along_axis(x, top, axis=-1), np.take_along_axis(y, top, axis=-1))
 
 
 def _interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:

@@ -50,3 +50,22 @@ def test_bootstrap_is_seeded() -> None:
 
 def test_without_confirmations() -> None:
     assert len(proxy_quality(_frame().drop(columns="val_accuracy"))) == 0
+
+
+def test_top10_statistics_by_hand() -> None:
+    from ntksearch.report.quality import rank_quality
+
+    y = np.arange(20.0)  # true top 10%: the two largest, indices 18 and 19
+    x = y.copy()
+    x[19] = -1.0  # the best candidate scored worst: only index 18 remains in the proxy's top 2 (+ index 17)
+    stats = rank_quality(x, y, n_resamples=50)
+    assert stats["top10_hit"] == 0.5
+    assert np.isnan(stats["top10_spearman"])  # 2 candidates: undefined
+    assert rank_quality(-y, y, sign=-1, n_resamples=50)["top10_hit"] == 1.0  # read in its expected direction
+    assert rank_quality(-y, y, sign=1, n_resamples=50)["top10_hit"] == 0.0
+    y40 = np.arange(40.0)
+    x40 = y40.copy()
+    x40[36:] = x40[36:][::-1]  # the top 4 reversed among themselves
+    top = rank_quality(x40, y40, n_resamples=50)
+    assert top["top10_hit"] == 1.0 and top["top10_spearman"] == -1.0
+    assert top["spearman_low"] <= top["spearman"] <= top["spearman_high"]
