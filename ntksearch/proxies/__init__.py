@@ -14,7 +14,7 @@ from ntksearch.proxies.registry import (
     non_finite,
     register_group,
 )
-from ntksearch.proxies.score import DEFAULT_SCORE, LinearScore, ScoreTerm, score
+from ntksearch.proxies.score import DEFAULT_SCORE, LinearScore, ScoreTerm, fit_linear_score, score
 
 __all__ = [
     "DEFAULT_SCORE",
@@ -28,6 +28,7 @@ __all__ = [
     "ProxyValue",
     "ScoreTerm",
     "compute_proxies",
+    "fit_linear_score",
     "non_finite",
     "register_group",
     "score",

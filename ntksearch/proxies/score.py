@@ -13,13 +13,16 @@ it; ``experiments/groundtruth/`` holds the validation that produced them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+import scipy.stats
 
 from ntksearch.ntk.operator import ApplyFn, Array, Params
 from ntksearch.proxies.registry import NTKOptions, ProxyInputs, compute_proxies
 
-__all__ = ["DEFAULT_SCORE", "LinearScore", "ScoreTerm", "score"]
+__all__ = ["DEFAULT_SCORE", "FIT_METHODS", "LinearScore", "ScoreTerm", "fit_linear_score", "score"]
 
 TRANSFORMS = {"identity": lambda v: v, "log": lambda v: math.log(v) if v > 0 else -math.inf}
 
@@ -51,6 +54,43 @@ class LinearScore:
         for t in self.terms:
             total += t.weight * (TRANSFORMS[t.transform](float(values[t.proxy])) - t.mean) / t.std
         return total
+
+
+FIT_METHODS = ("vote", "ridge")
+
+
+def fit_linear_score(values: Mapping[str, np.ndarray], target: np.ndarray, terms: Sequence[tuple[str, str]], *,
+                     method: str = "vote", alpha: float = 1.0) -> LinearScore:
+    """Fit a :class:`LinearScore` on ground truth: N candidates with proxy values and trained accuracies.
+
+    Each term ``(proxy, transform)`` is standardised with the mean and standard deviation of the transformed
+    values over these candidates. Weights:
+
+    * ``vote``: ±1, the sign of the term's Spearman correlation with ``target`` here (an equal-weight vote of
+      standardised proxies, as zero-cost-proxy ensembles do; robust to collinearity and to scale);
+    * ``ridge``: ridge regression (penalty ``alpha`` on the N-normalised Gram matrix) of the normal scores of
+      the target's ranks on the standardised terms (rank-based, so only the ordering of accuracies is fit).
+
+    Args:
+      values: proxy name → (N,) values (finite after the transform). target: (N,) accuracies.
+    """
+    if method not in FIT_METHODS:
+        raise ValueError(f"unknown fit method {method!r}; allowed: {', '.join(FIT_METHODS)}")
+    cols = []
+    stats = []
+    for proxy, transform in terms:
+        t = np.array([TRANSFORMS[transform](float(v)) for v in values[proxy]])
+        mean, std = float(np.mean(t)), float(np.std(t)) or 1.0
+        cols.append((t - mean) / std)
+        stats.append((proxy, transform, mean, std))
+    features = np.stack(cols, axis=1)
+    if method == "vote":
+        weights = [float(np.sign(scipy.stats.spearmanr(f, target).statistic)) for f in features.T]
+    else:
+        ranks = scipy.stats.norm.ppf((scipy.stats.rankdata(target) - 0.5) / len(target))
+        gram = features.T @ features / len(target) + alpha * np.eye(features.shape[1])
+        weights = np.linalg.solve(gram, features.T @ ranks / len(target)).tolist()
+    return LinearScore(tuple(ScoreTerm(p, t, m, s, w) for (p, t, m, s), w in zip(stats, weights, strict=True)))
 
 
 # Provisional constants; replaced by the ground-truth-validated fit (see experiments/groundtruth/).

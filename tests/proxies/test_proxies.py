@@ -141,3 +141,24 @@ def test_default_score_needs_only_apply_fn(tiny):
     assert all(not PROXIES[name].requires for name in DEFAULT_SCORE.proxies)
     value = score(_two_layer, params, x, y, key=jax.random.PRNGKey(0))
     assert math.isfinite(value)
+
+
+def test_fit_linear_score_vote_and_ridge():
+    from ntksearch.proxies import fit_linear_score
+
+    rng = np.random.default_rng(0)
+    good = rng.lognormal(size=200)  # accuracy increases with log(good), decreases with bad
+    bad = rng.normal(size=200)
+    accuracy = np.log(good) - 0.5 * bad + rng.normal(scale=0.1, size=200)
+    values = {"a": good, "b": bad}
+    terms = [("a", "log"), ("b", "identity")]
+    vote = fit_linear_score(values, accuracy, terms, method="vote")
+    assert [t.weight for t in vote.terms] == [1.0, -1.0]
+    assert vote.terms[0].mean == pytest.approx(np.mean(np.log(good)))
+    ridge = fit_linear_score(values, accuracy, terms, method="ridge", alpha=1e-3)
+    w_a, w_b = (t.weight for t in ridge.terms)
+    assert w_a > 0 > w_b and abs(w_a / w_b) == pytest.approx(2 * np.std(np.log(good)) / np.std(bad), rel=0.15)
+    scores = [ridge({"a": g, "b": b}) for g, b in zip(good, bad, strict=True)]
+    assert np.corrcoef(np.argsort(np.argsort(scores)), np.argsort(np.argsort(accuracy)))[0, 1] > 0.95
+    with pytest.raises(ValueError, match="allowed: vote, ridge"):
+        fit_linear_score(values, accuracy, terms, method="lasso")
