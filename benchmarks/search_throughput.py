@@ -1,0 +1,140 @@
+"""Search throughput: candidates scored per minute, and how much of it is XLA compilation.
+
+Each configuration scores the same candidates (Optuna's RandomSampler, seed 0) of a shipped space on the
+digits scoring batch, in fresh processes, so nothing compiled earlier is reused unless the configuration says so:
+
+* ``all proxies``: the objective plus every registered proxy recorded (each proxy group compiles its own
+  programs per new architecture); one process. What a search recording everything costs.
+* ``objective only``: only the default score's proxies (one NTK estimate); one process.
+* ``objective, warm disk cache``: as above, run a second time with JAX's persistent compilation cache filled by
+  the first run: identical architectures load their programs from disk instead of compiling.
+* ``objective, 2 workers``: two worker processes share the study through a journal-file storage (the same
+  code path as ``ntksearch worker``), one per CPU core.
+
+Compile time is XLA's own (the ``backend_compile`` duration events JAX reports); "other" is everything else
+(tracing, running, building models, Optuna). Rates are candidates per minute of wall time, measured in one
+run of this script, so the ratios between rows are what to read.
+
+Usage::
+
+    python benchmarks/search_throughput.py                 # mlp, cnn, rnn spaces (≈ 15 min on 2 cores)
+    python benchmarks/search_throughput.py --spaces mlp --candidates 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ("all proxies", "objective only", "objective, warm disk cache", "objective, 2 workers")
+
+
+def child(args: argparse.Namespace) -> None:
+    """Score ``args.candidates`` candidates (this process's share) and print a JSON line of timings."""
+    import jax
+    import optuna
+    from jax._src import monitoring
+
+    from ntksearch.data import load_dataset
+    from ntksearch.search import ProxyObjective
+    from ntksearch.spaces import load_space
+
+    if args.cache:
+        jax.config.update("jax_compilation_cache_dir", args.cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    compile_s = [0.0]
+    monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **_: compile_s.__setitem__(0, compile_s[0] + duration)
+        if event.endswith("backend_compile_duration") else None)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    objective = ProxyObjective(load_space(ROOT / "search_spaces" / f"{args.space}.yaml"), load_dataset("digits"),
+                               proxies=None if args.record_all else [], seed=0, batch_size=32)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(args.journal))
+    study = optuna.create_study(study_name="throughput", storage=storage, load_if_exists=True,
+                                directions=objective.directions,
+                                sampler=optuna.samplers.RandomSampler(seed=args.sampler_seed))
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=args.candidates)
+    print(json.dumps({"seconds": time.perf_counter() - start, "compile": compile_s[0], "n": args.candidates}))
+
+
+def run_config(space: str, config: str, candidates: int, workdir: Path) -> dict:
+    """Run one configuration in fresh processes; returns wall seconds, compile seconds and candidates."""
+    cache = workdir / f"cache-{space}"
+    journal = workdir / f"{space}-{config.replace(' ', '_').replace(',', '')}.log"
+    workers = 2 if "2 workers" in config else 1
+    base = [sys.executable, __file__, "--child", "--space", space, "--journal", str(journal)]
+    if "all proxies" in config:
+        base.append("--record-all")
+    if "disk cache" in config:
+        base += ["--cache", str(cache)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if workers > 1:  # one core each: XLA's thread pools would otherwise fight over both cores
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                            "intra_op_parallelism_threads=1").strip()
+    shares = [candidates // workers + (i < candidates % workers) for i in range(workers)]
+    start = time.perf_counter()
+    procs = [subprocess.Popen([*base, "--candidates", str(n), "--sampler-seed", str(i)], env=env,
+                              stdout=subprocess.PIPE, text=True) for i, n in enumerate(shares)]
+    outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    wall = time.perf_counter() - start
+    return {"space": space, "config": config, "candidates": candidates, "wall": wall,
+            "compile": sum(o["compile"] for o in outs), "busy": sum(o["seconds"] for o in outs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--spaces", default="mlp,cnn,rnn")
+    parser.add_argument("--candidates", type=int, default=60)
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--space", help=argparse.SUPPRESS)
+    parser.add_argument("--journal", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    parser.add_argument("--record-all", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sampler-seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for space in args.spaces.split(","):
+            # fill the disk cache with one cold run that is not timed as a configuration of its own
+            for config in ("objective, cold cache fill", *CONFIGS):
+                if config == "objective, cold cache fill":
+                    run_config(space, "objective, disk cache", args.candidates, Path(tmp))
+                    continue
+                row = run_config(space, config, args.candidates, Path(tmp))
+                rows.append(row)
+                print(f"{space:>4} {config:<28} {row['candidates'] / row['wall'] * 60:7.1f} cand/min  "
+                      f"wall {row['wall']:6.1f} s  compile {row['compile']:6.1f} s of {row['busy']:6.1f} s busy",
+                      flush=True)
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; digits scoring batch of 32; "
+             f"{args.candidates} candidates per space (RandomSampler, seed 0); fresh processes per row.", "",
+             "| space | configuration | candidates / min | × vs all proxies | compile s | other s | compile share |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        base = next(r for r in rows if r["space"] == row["space"] and r["config"] == "all proxies")
+        rate = row["candidates"] / row["wall"] * 60
+        other = row["busy"] - row["compile"]
+        lines.append(f"| {row['space']} | {row['config']} | {rate:.1f} | {base['wall'] / row['wall']:.2f} | "
+                     f"{row['compile']:.1f} | {other:.1f} | {row['compile'] / row['busy']:.0%} |")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "search_throughput.md").write_text(text)
+    (Path(args.out) / "search_throughput.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
