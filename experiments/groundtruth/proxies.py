@@ -5,14 +5,15 @@ initialisation key (``jax.random.split(jax.random.key(0))[0]``, exactly as ``bui
 scored on one class-balanced batch of the recipe's training subset (``scoring_batch(dataset, --batch,
 seed=0)``). The NTK quantities are estimated by Hutch++ (48-column sketch) to a relative standard error of
 1% (budget 1,024 passes), far below the spread between architectures and cheaper than the exact 2·min(n, p)
-= 1,280 passes, which cost minutes per CNN here; λ_max by up to 30 Lanczos steps. One CSV row per
-architecture (resumable, flushed row by row): every proxy's value and standard error, seconds per proxy group,
-and the error of a candidate that failed to build or score.
+= 1,280 passes, which cost minutes per CNN here; λ_max by up to 30 Lanczos steps (single-vector Lanczos when the
+tables were built; today's block-Krylov ``lambda_max`` reproduces those values within their residual bounds).
+One CSV row per architecture (resumable, flushed row by row): every proxy's value and standard error,
+seconds per proxy group, and the error of a candidate that failed to build or score.
 
 Usage::
 
     .venv/bin/python experiments/groundtruth/proxies.py --dataset fashion_mnist \
-        --out experiments/groundtruth/proxies_fashion_mnist.csv --n-mlp 110 --n-cnn 100 --n-rnn 64
+        --out experiments/groundtruth/proxies_fashion_mnist.csv --n-mlp 140 --n-cnn 63 --n-rnn 64
 """
 
 from __future__ import annotations

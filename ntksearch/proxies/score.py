@@ -93,10 +93,23 @@ def fit_linear_score(values: Mapping[str, np.ndarray], target: np.ndarray, terms
     return LinearScore(tuple(ScoreTerm(p, t, m, s, w) for (p, t, m, s), w in zip(stats, weights, strict=True)))
 
 
-# Provisional constants; replaced by the ground-truth-validated fit (see experiments/groundtruth/).
+# The default score: chosen and fit in experiments/groundtruth/ (evaluate.py; numbers in its RESULTS.md).
+# Six pre-declared proxy sets × two fits (rank vote, ridge on ranks) were compared on held-out rows only
+# (leave one family out within Fashion-MNIST and within digits; fit on one dataset, test on the other); the
+# rule, fixed beforehand, takes the candidate with the best mean held-out Spearman ρ among those needing
+# only apply_fn: all six NTK proxies plus the parameter count, ridge-fit. Mean held-out ρ 0.758 against 0.744
+# for the parameter count alone, top-10% hit rate 0.46 against 0.40, ρ within the top 10% 0.38 against 0.40
+# (all well inside each other's bootstrap intervals). The constants below are the final ridge fit on the
+# validation accuracy of all 377 architectures of both datasets (NTK on a class-balanced batch of 64;
+# standardisation constants shift with the batch, which changes no ranking within one search).
 DEFAULT_SCORE = LinearScore((
-    ScoreTerm("ntk_effective_rank", "log", 0.0, 1.0, 1.0),
-    ScoreTerm("ntk_label_alignment_centred", "identity", 0.0, 1.0, 1.0),
+    ScoreTerm("ntk_trace", "log", 5.0409, 3.3638, 0.074729),
+    ScoreTerm("ntk_frobenius", "log", 3.6885, 3.3798, 0.066429),
+    ScoreTerm("ntk_effective_rank", "log", 2.7049, 0.74584, 0.072011),
+    ScoreTerm("ntk_label_alignment", "identity", 0.030092, 0.0096139, 0.058531),
+    ScoreTerm("ntk_label_alignment_centred", "identity", 0.0078505, 0.0056289, 0.065053),
+    ScoreTerm("ntk_condition", "log", 4.5201, 0.54414, -0.11820),
+    ScoreTerm("n_params", "log", 10.536, 1.7813, 0.21542),
 ))
 
 
@@ -104,7 +117,11 @@ def score(apply_fn: ApplyFn, params: Params, x: Array, y: Array, *, key: Array,
           ntk: NTKOptions | None = None) -> float:
     """The default score of any model ``apply_fn(params, x) -> logits`` on a batch with one-hot targets y.
 
-    Uses only proxies that need nothing but ``apply_fn`` (no activation patterns). Higher is better.
+    Computes the proxies of :data:`DEFAULT_SCORE`: the NTK trace, Frobenius norm, effective rank, label
+    alignment (raw and centred) and conditioning λ_max/(tr K/n) (one ``ntk_metrics`` call and one Lanczos run),
+    and the parameter count; all need nothing but ``apply_fn`` and ``params``. Activation-pattern proxies
+    (NASWOT) are left out. Higher is better; the value is a standardised score (0 ≈ the average
+    ground-truth architecture), meaningful for ranking candidates scored on the same batch.
     """
     inputs = ProxyInputs(apply_fn, params, x, y, key, ntk=ntk or NTKOptions())
     values = compute_proxies(DEFAULT_SCORE.proxies, inputs).values

@@ -68,9 +68,9 @@ def test_trial_attributes(tiny, digits) -> None:
     for trial in study.trials:
         attrs = trial.user_attrs
         assert trial.state == TrialState.COMPLETE and "fail_reason" not in attrs
-        assert list(attrs["proxies"]) == [*DEFAULT_SCORE.proxies, "n_params", "grad_norm"]
+        assert list(attrs["proxies"]) == list(dict.fromkeys([*DEFAULT_SCORE.proxies, "n_params", "grad_norm"]))
         assert set(attrs["stderr"]) == set(attrs["proxies"]) and attrs["stderr"]["n_params"] == 0
-        assert set(attrs["seconds"]) == {"build", "ntk", "size", "gradient"}
+        assert set(attrs["seconds"]) == {"build", "ntk", "spectrum", "size", "gradient"}
         assert attrs["n_params"] == attrs["proxies"]["n_params"] == 16 * 64 + 16 + 16 * 10 + 10
         assert attrs["flops"] > 0
         arch = json.loads(attrs["arch"])
