@@ -19,7 +19,10 @@ Baselines, timed in the same run:
   without storing J. Its values are the reference for the errors.
 
 Each estimator runs at each budget (AD passes, ``rtol=0`` so the whole budget is spent) for ``--seeds``
-seeds; times exclude the first (compiling) call of each configuration. Relative errors are
+seeds; times exclude the first (compiling) call of each configuration. A method's larger budgets are skipped
+once one estimate takes longer than ``--max-config-seconds`` (the one-sided estimators' cross term costs
+O(q·m·D) host flops for q ≈ budget/6 deflation directions and m probes in a D-dimensional image space, so
+their cost grows quadratically with the budget). Relative errors are
 |estimate − exact| / exact.
 ``neural-tangents`` is timed when it imports next to the installed jax; otherwise the reason is printed.
 
@@ -169,12 +172,18 @@ def neural_tangents_status() -> str:
     """Why neural-tangents cannot be timed here (or that it can)."""
     try:
         import neural_tangents  # noqa: F401
-    except Exception as exc:  # any import failure is the finding we report
-        return (
-            f"neural-tangents not timed: `import neural_tangents` fails with jax {jax.__version__}: "
-            f"{type(exc).__name__}: {exc}"
-        )
-    return "neural-tangents imports"
+    except ModuleNotFoundError as exc:
+        if exc.name != "neural_tangents":
+            return (f"neural-tangents not timed: it is installed but `import neural_tangents` fails with jax "
+                    f"{jax.__version__}: {type(exc).__name__}: {exc}")
+        return (f"neural-tangents not timed: not installed. Its latest release (0.6.5) requires tensorflow>=2.15 "
+                f"and tf2jax, and its package __init__ imports TensorFlow (through jax.experimental.jax2tf), so "
+                f"it cannot be installed next to jax {jax.__version__} without TensorFlow; installed with --no-deps, "
+                "`import neural_tangents` fails with ModuleNotFoundError: No module named 'tensorflow'.")
+    except Exception as exc:  # any other import failure is the finding we report
+        return (f"neural-tangents not timed: `import neural_tangents` fails with jax {jax.__version__}: "
+                f"{type(exc).__name__}: {exc}")
+    return "neural-tangents imports (not timed by this version of the benchmark)"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -234,6 +243,10 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
                 + "  ".join(f"{q}={row['err_' + q]:.2e}" for q in errs),
                 flush=True,
             )
+            if row["time"] > args.max_config_seconds:
+                print(f"  {method:>10}: larger budgets skipped (this one took {row['time']:.1f} s per estimate, "
+                      f"> --max-config-seconds {args.max_config_seconds:g})", flush=True)
+                break
     return {
         "model": name,
         "n": op.n,
@@ -324,6 +337,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--direct-seconds", type=float, default=600.0)
     parser.add_argument("--direct-block", type=int, default=64)
+    parser.add_argument("--max-config-seconds", type=float, default=3.0,
+                        help="skip a method's larger budgets once one estimate takes longer than this")
     parser.add_argument("--quick", action="store_true", help="3 seeds, budgets 64,256, Direct capped at 20 s")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
