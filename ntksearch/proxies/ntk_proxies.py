@@ -8,7 +8,7 @@ for every family except an RNN with a trajectory readout). With n the state size
 * ``ntk_effective_rank`` = tr(K)²/‖K‖²_F ∈ [1, rank K];
 * ``ntk_label_alignment`` = yᵀKy / (‖K‖_F‖y‖²) for one-hot y on the logits' NTK, and its ``_centred`` variant
   (y minus its batch mean, which removes the shared "mean logit" direction);
-* ``ntk_lambda_max`` = λ_max(K) (Lanczos), ``ntk_condition`` = λ_max / (tr K / n) ∈ [1, n], how far the top
+* ``ntk_lambda_max`` = λ_max(K) (block Lanczos), ``ntk_condition`` = λ_max / (tr K / n) ∈ [1, n], how far the top
   eigenvalue stands above the mean (TE-NAS uses the NTK condition number in the same spirit);
 * ``max_stable_lr`` = 2NC/λ_max of the logits' NTK: the largest stable gradient-descent step for softmax
   cross-entropy at initialisation (:func:`ntksearch.train.stable_learning_rate`).
@@ -81,7 +81,7 @@ register_group("ntk", ntk_group, [
     Proxy("ntk_label_alignment_centred", "ntk", "label alignment with batch-centred y", +1),
 ])
 register_group("spectrum", spectrum_group, [
-    Proxy("ntk_lambda_max", "spectrum", "largest NTK eigenvalue (Lanczos)", 0),
+    Proxy("ntk_lambda_max", "spectrum", "largest NTK eigenvalue (block Lanczos)", 0),
     Proxy("ntk_condition", "spectrum", "λ_max / mean eigenvalue, in [1, n]", -1),
     Proxy("max_stable_lr", "spectrum", "largest stable GD learning rate 2NC/λ_max (cross-entropy, init)", 0),
 ], after=("ntk",))

@@ -118,10 +118,11 @@ def score(apply_fn: ApplyFn, params: Params, x: Array, y: Array, *, key: Array,
     """The default score of any model ``apply_fn(params, x) -> logits`` on a batch with one-hot targets y.
 
     Computes the proxies of :data:`DEFAULT_SCORE`: the NTK trace, Frobenius norm, effective rank, label
-    alignment (raw and centred) and conditioning λ_max/(tr K/n) (one ``ntk_metrics`` call and one Lanczos run),
-    and the parameter count; all need nothing but ``apply_fn`` and ``params``. Activation-pattern proxies
-    (NASWOT) are left out. Higher is better; the value is a standardised score (0 ≈ the average
-    ground-truth architecture), meaningful for ranking candidates scored on the same batch.
+    alignment (raw and centred) and conditioning λ_max/(tr K/n) (one ``ntk_metrics`` call and one
+    block-Lanczos run on the same compiled kernel), and the parameter count; all need nothing but
+    ``apply_fn`` and ``params``. Activation-pattern proxies (NASWOT) are left out. Higher is better; the
+    value is a standardised score (0 ≈ the average ground-truth architecture), meaningful for ranking
+    candidates scored on the same batch.
     """
     inputs = ProxyInputs(apply_fn, params, x, y, key, ntk=ntk or NTKOptions())
     values = compute_proxies(DEFAULT_SCORE.proxies, inputs).values
