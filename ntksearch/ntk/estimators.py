@@ -88,7 +88,9 @@ __all__ = [
     "Estimate",
     "EstimatePlan",
     "NonFiniteModelError",
+    "ProbeKernel",
     "ProbeProducts",
+    "host_rng",
     "ntk_metrics",
     "plan_estimate",
     "probe_mesh",
@@ -350,13 +352,20 @@ def _jackknife(fixed: np.ndarray, reps: np.ndarray, labels: np.ndarray) -> tuple
     return value, stderr, (count - 1) * (tbar - value)
 
 
-class _Kernel:
-    """The compiled kernel bound to one model, point and plan; checks the model output on first use."""
+class ProbeKernel:
+    """:func:`probe_products` bound to one model, point, side and block size b; rows are zero-padded to b, so
+    every call of one kernel (the estimators' blocks, their fixed part, :func:`ntksearch.ntk.spectra.lambda_max`)
+    reuses one compiled program. Checks the model output on first use."""
 
-    def __init__(self, apply_fn: ApplyFn, params: Params, x: Array, plan: EstimatePlan):
-        self.call = partial(probe_products, apply_fn, params, x, side=plan.side, mesh=plan.mesh)
-        self.b, self.dim, self.checked = plan.block_size, plan.dim, False
+    def __init__(self, apply_fn: ApplyFn, params: Params, x: Array, *, side: str, block_size: int, dim: int,
+                 mesh: Mesh | None):
+        self.call = partial(probe_products, apply_fn, params, x, side=side, mesh=mesh)
+        self.b, self.dim, self.checked = block_size, dim, False
         self.dtype = np.dtype(jax.tree_util.tree_leaves(params)[0].dtype)
+
+    @classmethod
+    def for_plan(cls, apply_fn: ApplyFn, params: Params, x: Array, plan: EstimatePlan) -> ProbeKernel:
+        return cls(apply_fn, params, x, side=plan.side, block_size=plan.block_size, dim=plan.dim, mesh=plan.mesh)
 
     def __call__(self, rows: np.ndarray, *, adjoint: bool) -> ProbeProducts:
         """Products for up to b rows (zero-padded to b: one compiled shape)."""
@@ -379,7 +388,7 @@ class _Kernel:
         return {name: np.concatenate([np.asarray(getattr(o, name)) for o in outs])[: rows.shape[0]] for name in names}
 
 
-def _fixed_part(kernel: _Kernel, plan: EstimatePlan, rng: np.random.Generator
+def _fixed_part(kernel: ProbeKernel, plan: EstimatePlan, rng: np.random.Generator
                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """(basis Q (d, q) or an empty array, basis images MQ (q, D) or None, exact sums [tr, tr²-part])."""
     d, q = plan.dim, plan.sketch_size
@@ -421,12 +430,12 @@ def _block_replicate(out: ProbeProducts, plan: EstimatePlan, basis_images: np.nd
     return np.array([tr_rep, f2_rep])
 
 
-def _rng(key: Array, *path: int) -> np.random.Generator:
-    """A numpy generator determined by a JAX key and a path (sketch: 0; block i: (1, i))."""
+def host_rng(key: Array, *path: int) -> np.random.Generator:
+    """A numpy generator determined by a JAX key and a path (estimators: sketch 0, block i (1, i))."""
     return np.random.default_rng([*np.asarray(jax.random.key_data(key)).ravel().tolist(), *path])
 
 
-def _label_sums(op: NTKOperator, kernel: _Kernel, plan: EstimatePlan, y: Array) -> np.ndarray:
+def _label_sums(op: NTKOperator, kernel: ProbeKernel, plan: EstimatePlan, y: Array) -> np.ndarray:
     """(yᵀKy, ‖y‖²) for y and for y centred over the batch axis: ‖Jᵀy‖² by one VJP each."""
     y = np.asarray(y, np.float64)
     rows = np.stack([y.ravel(), (y - y.mean(axis=0, keepdims=True)).ravel()])
@@ -494,19 +503,19 @@ def ntk_metrics(
     plan = plan_estimate(method, op.n, op.p, max_matvecs=max_matvecs, wanted=wanted, n_labels=n_labels,
                          min_blocks=min_blocks, sketch_size=sketch_size, block_size=block_size,
                          mesh=probe_mesh(devices))
-    kernel = _Kernel(apply_fn, params, x, plan)
+    kernel = ProbeKernel.for_plan(apply_fn, params, x, plan)
     with threadpool_limits(1, user_api="blas"):  # small host matrices; threaded BLAS beside XLA only thrashes
         return _estimate(op, kernel, plan, y, key, rtol)
 
 
-def _estimate(op: NTKOperator, kernel: _Kernel, plan: EstimatePlan, y: Array | None, key: Array, rtol: float
+def _estimate(op: NTKOperator, kernel: ProbeKernel, plan: EstimatePlan, y: Array | None, key: Array, rtol: float
               ) -> dict[str, Estimate]:
     labels = _label_sums(op, kernel, plan, y) if plan.n_labels else np.zeros((0, 2))
-    basis, basis_images, fixed = _fixed_part(kernel, plan, _rng(key, 0))
+    basis, basis_images, fixed = _fixed_part(kernel, plan, host_rng(key, 0))
     reps: list[np.ndarray] = []
     converged = plan.sketch == "identity"
     while len(reps) < plan.max_blocks and not converged:
-        z = _rng(key, 1, len(reps)).choice(np.array([-1.0, 1.0]), size=(plan.block_size, plan.dim))
+        z = host_rng(key, 1, len(reps)).choice(np.array([-1.0, 1.0]), size=(plan.block_size, plan.dim))
         if basis.shape[1]:
             z = z - (z @ basis) @ basis.T
         reps.append(_block_replicate(kernel(z, adjoint=plan.square), plan, basis_images))

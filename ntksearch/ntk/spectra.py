@@ -20,12 +20,10 @@ convolutions inside loops ~70× slower.)
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ntksearch.ntk.estimators import Estimate, NonFiniteModelError, probe_mesh, probe_products
+from ntksearch.ntk.estimators import Estimate, NonFiniteModelError, ProbeKernel, host_rng, probe_mesh
 from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, smaller_side
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "lambda_max", "rayleigh_ritz_top"]
@@ -79,18 +77,15 @@ def lambda_max(
     op = NTKOperator.create(apply_fn, params, x)
     side, dim = smaller_side(op.n, op.p), min(op.n, op.p)
     b = min(block_size, dim)
-    dtype, mesh = np.dtype(op.dtype), probe_mesh()
+    kernel = ProbeKernel(apply_fn, params, x, side=side, block_size=b, dim=dim, mesh=probe_mesh())
 
     def gram(block: np.ndarray) -> np.ndarray:  # (d, k ≤ b) → A block, via one call of the shared kernel
-        rows = np.zeros((b, dim), dtype)  # zero-padded to b rows: one compiled shape
-        rows[: block.shape[1]] = block.T
-        out = probe_products(apply_fn, params, x, jnp.asarray(rows), side=side, adjoint=True, mesh=mesh)
-        images = np.asarray(out.adjoint, np.float64)[: block.shape[1]].T
+        images = np.asarray(kernel(block.T, adjoint=True).adjoint, np.float64)[: block.shape[1]].T
         if not np.all(np.isfinite(images)):
             raise NonFiniteModelError("the NTK product is not finite; λ_max is undefined")
         return images
 
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    rng = host_rng(key)
     basis, images = np.zeros((dim, 0)), np.zeros((dim, 0))
     block = _orthonormal_complement(rng.standard_normal((dim, b)), basis)
     theta = resid = 0.0
