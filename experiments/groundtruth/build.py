@@ -1,21 +1,24 @@
-"""Build a ground-truth table of trained accuracies for architectures sampled from the shipped search spaces.
+"""Build a ground-truth table of trained accuracies for architectures sampled from frozen search spaces.
 
-Every architecture is trained with ONE fixed recipe (:func:`recipe`, documented in README.md next to this
-file) for each seed; one CSV row per (architecture, seed). The build is resumable: rows already in the CSV
-with the current recipe hash (and the same sampled architecture) are skipped, new rows are appended and
-flushed one by one, so the process can be killed at any time. Rows of another recipe are moved out of the
-way to ``<out>.stale.csv`` (never mixed with the current recipe's rows).
+A *task* (:data:`TASKS`) is one table: a dataset, ONE fixed training recipe and the architecture populations
+trained with it (documented in README.md next to this file). Every architecture is trained for each seed (and,
+in hyperparameter tables, each variant: learning rate × init scale); one CSV row per (architecture, variant,
+seed). The build is resumable: rows already in the CSV with the current recipe hash (and the same sampled
+architecture) are skipped, new rows are appended and flushed one by one, so the process can be killed at any
+time. Rows of another recipe are moved out of the way to ``<out>.stale.csv`` (never mixed with the current
+recipe's rows).
 
 Usage::
 
-    .venv/bin/python experiments/groundtruth/build.py --dataset fashion_mnist \
-        --out experiments/groundtruth/fashion_mnist.csv --n-mlp 110 --n-cnn 110 --n-rnn 64 --seeds 0,1 --workers 2
+    .venv/bin/python experiments/groundtruth/build.py --task fashion_mnist_sgd --seeds 0,1 --workers 2
 
-Architectures: architecture ``<family>-<i>`` is drawn from ``search_spaces/<family>.yaml`` by a numpy
-``Generator`` seeded with ``(sample_seed, family index, i)`` through a duck-typed trial with Optuna's
-RandomSampler conventions, so asking for more architectures later keeps the first ones unchanged. Only the
-architecture part of a point is used; the training hyperparameters the space also samples are ignored (they
-stay in ``params_json`` so that ``SearchSpace.point_from_params`` rebuilds the sampled point exactly).
+Architectures: architecture ``<family>-<i>`` is drawn from ``spaces/<family>.yaml`` (next to this file: frozen
+copies of the shipped spaces as they were when the first table was built, and a small NAS-Bench-201 space) by
+a numpy ``Generator`` seeded with ``(sample_seed, family index, i)`` through a duck-typed trial with Optuna's
+RandomSampler conventions, so asking for more architectures later keeps the first ones unchanged, and
+``mlp-0007`` is the same network in every task. Only the architecture part of a point is used; the training
+hyperparameters the space also samples are ignored (they stay in ``params_json`` so that
+``SearchSpace.point_from_params`` rebuilds the sampled point exactly).
 """
 
 from __future__ import annotations
@@ -32,19 +35,21 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-SPACES_DIR = ROOT / "search_spaces"
-FAMILY_ORDER = ("mlp", "cnn", "rnn")
+SPACES_DIR = Path(__file__).resolve().parent / "spaces"  # frozen copies: the tables' populations never drift
+FAMILY_ORDER = ("mlp", "cnn", "rnn", "nb201")
 SAMPLE_SEED = 20240
 RECIPE_VERSION = 1  # bump when the training code path of the recipe changes meaningfully
+DATA_SEED = 0
 
-# The fixed training recipe shared by every architecture, family and seed.
-HPARAMS = {
+# The recipes. AdamW: the first recipe, shared by the Fashion-MNIST, digits and adding tables.
+ADAMW = {
     "optimizer": "adamw",
     "learning_rate": 1e-3,
     "weight_decay": 1e-4,
@@ -53,14 +58,71 @@ HPARAMS = {
     "warmup_steps": 0,
     "grad_clip_norm": 1.0,
 }
-# Per-dataset data sizes and epochs. Fashion-MNIST: stratified subsets (data seed 0) of the fixed
-# 50k/10k/10k split; val and test sizes are whole multiples of the 1000-example evaluation chunk (no padded
-# rows inside batch-statistics normalisation). Digits: the whole fixed 1257/270/270 split.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "fashion_mnist": {"epochs": 4, "max_train": 5000, "max_val": 2000, "max_test": 5000},
-    "digits": {"epochs": 20, "max_train": None, "max_val": None, "max_test": None},
+# Heavy-ball SGD (momentum 0.9), constant step, no clipping, no weight decay: a short, plain budget.
+MOMENTUM_SGD = {
+    "optimizer": "momentum",
+    "learning_rate": 1e-2,
+    "weight_decay": 0.0,
+    "batch_size": 128,
+    "schedule": "constant",
+    "warmup_steps": 0,
+    "grad_clip_norm": None,
 }
-DATA_SEED = 0
+# Plain full-step SGD with a constant step: the recipe of the hyperparameter table (the learning rate is a
+# variant of each row), the optimizer the linearised-training dynamics describe.
+PLAIN_SGD = {**MOMENTUM_SGD, "optimizer": "sgd"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One ground-truth table: a dataset, a training recipe and the architecture populations trained on it.
+
+    Attributes:
+      dataset: ``ntksearch.data`` registry name.
+      data: data sizes (``max_train``/``max_val``/``max_test`` subsample the dataset's fixed split, None
+        keeps a split whole) plus ``epochs``; part of the recipe.
+      hparams: ``TrainHParams`` fields shared by every row.
+      counts: architectures per family (``<family>-0000`` … in the sampling order of :func:`sample_architectures`).
+      loader: further options of the dataset's loader (part of the recipe when given).
+      variants: per-row overrides, each a dict of ``learning_rate`` and/or ``init_scale``; every architecture
+        is trained once per variant and seed (hyperparameter tables).
+    """
+
+    dataset: str
+    data: dict[str, Any]
+    hparams: dict[str, Any]
+    counts: dict[str, int]
+    loader: dict[str, Any] = field(default_factory=dict)
+    variants: tuple[dict[str, float], ...] = ()
+
+
+HP_LEARNING_RATES = (0.01, 0.03, 0.1, 0.3)
+HP_INIT_SCALES = (0.5, 1.0)
+TASKS: dict[str, Task] = {
+    # Stratified subsets (data seed 0) of the fixed 50k/10k/10k split; val and test sizes are whole multiples
+    # of the 1000-example evaluation chunk (no padded rows inside batch-statistics normalisation).
+    "fashion_mnist": Task("fashion_mnist", {"epochs": 4, "max_train": 5000, "max_val": 2000, "max_test": 5000},
+                          ADAMW, {"mlp": 140, "cnn": 63, "rnn": 64}),
+    # The whole fixed 1257/270/270 split.
+    "digits": Task("digits", {"epochs": 20, "max_train": None, "max_val": None, "max_test": None}, ADAMW,
+                   {"mlp": 40, "cnn": 40, "rnn": 30}),
+    # The same architectures and data as "fashion_mnist", one epoch of momentum SGD instead of four of AdamW.
+    "fashion_mnist_sgd": Task("fashion_mnist", {"epochs": 1, "max_train": 5000, "max_val": 2000, "max_test": 5000},
+                              MOMENTUM_SGD, {"mlp": 140, "cnn": 63, "rnn": 64}),
+    # The adding problem (sequences of 20 steps, 4 classes), generated in code; cnn = 1-D convolutions.
+    "adding": Task("adding", {"epochs": 12, "max_train": None, "max_val": None, "max_test": None}, ADAMW,
+                   {"rnn": 80, "cnn": 60, "mlp": 40},
+                   loader={"length": 20, "n_classes": 4, "n_train": 5000, "n_val": 2000, "n_test": 2000}),
+    # NAS-Bench-201 cells (C = 8, N = 1) on 14×14 Fashion-MNIST (2×2 average pooling of the images).
+    "nb201_fashion_mnist": Task("fashion_mnist",
+                                {"epochs": 4, "max_train": 5000, "max_val": 2000, "max_test": 5000},
+                                ADAMW, {"nb201": 100}, loader={"downsample": 2}),
+    # Hyperparameters: every architecture × 4 learning rates (30×) × 2 init scales, plain SGD on digits.
+    "digits_hp": Task("digits", {"epochs": 20, "max_train": None, "max_val": None, "max_test": None}, PLAIN_SGD,
+                      {"mlp": 24, "cnn": 16},
+                      variants=tuple({"learning_rate": lr, "init_scale": s}
+                                     for s in HP_INIT_SCALES for lr in HP_LEARNING_RATES)),
+}
 
 COLUMNS = [
     "dataset", "family", "arch_id", "arch_index", "seed", "recipe_hash",
@@ -69,6 +131,7 @@ COLUMNS = [
     "epochs_run", "steps", "train_seconds", "total_seconds", "cpu_seconds",
     "val_curve", "arch_json", "params_json", "error", "finished_at",
 ]
+VARIANT_COLUMNS = ["variant", "learning_rate", "init_scale"]  # hyperparameter tables only
 
 
 # -- architectures ------------------------------------------------------------------------------------------
@@ -121,12 +184,20 @@ def sample_architectures(family: str, n: int, *, sample_seed: int = SAMPLE_SEED)
 
 
 # -- the recipe ---------------------------------------------------------------------------------------------
-def recipe(dataset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The full training recipe for ``dataset`` (with optional overrides of epochs / data sizes)."""
-    data = dict(DATASET_DEFAULTS[dataset])
+def recipe(task: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full training recipe of ``task`` (with optional overrides of epochs / data sizes).
+
+    The first two tables' recipes (``fashion_mnist``, ``digits``) keep their original form (and hash); later
+    tasks add their name, loader options and variants.
+    """
+    spec = TASKS[task]
+    data = dict(spec.data)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return {"version": RECIPE_VERSION, "dataset": dataset, "data_seed": DATA_SEED, "sample_seed": SAMPLE_SEED,
-            **data, "hparams": HPARAMS}
+    rec = {"version": RECIPE_VERSION, "dataset": spec.dataset, "data_seed": DATA_SEED, "sample_seed": SAMPLE_SEED,
+           **data, "hparams": spec.hparams}
+    if task != spec.dataset:
+        rec.update(task=task, loader=spec.loader, variants=list(spec.variants))
+    return rec
 
 
 def recipe_hash(rec: dict[str, Any]) -> str:
@@ -135,6 +206,11 @@ def recipe_hash(rec: dict[str, Any]) -> str:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def variant_name(variant: dict[str, float]) -> str:
+    """``learning_rate=0.01,init_scale=0.5`` (empty for the single default variant)."""
+    return ",".join(f"{k}={v:g}" for k, v in variant.items())
 
 
 # -- workers ------------------------------------------------------------------------------------------------
@@ -164,19 +240,15 @@ def _init_worker(single_thread: bool) -> None:
 
 
 def _dataset(rec: dict[str, Any]) -> Any:
-    from ntksearch.data import load_dataset
+    """The recipe's data: the loader's fixed split (with the task's loader options), stratified subsets."""
+    from ntksearch.data import load_dataset, subsample
 
     key = _dumps(rec)
     if key not in _DATA:
         _DATA.clear()
-        options = {k: rec[k] for k in ("max_train", "max_val", "max_test") if rec[k] is not None}
-        if rec["dataset"] == "fashion_mnist":
-            _DATA[key] = load_dataset("fashion_mnist", seed=rec["data_seed"], **options)
-        else:
-            from ntksearch.data import subsample
-
-            _DATA[key] = subsample(load_dataset(rec["dataset"], seed=rec["data_seed"]), **options,
-                                   seed=rec["data_seed"])
+        sizes = {k: rec[k] for k in ("max_train", "max_val", "max_test")}
+        full = load_dataset(rec["dataset"], seed=rec["data_seed"], **rec.get("loader", {}))
+        _DATA[key] = subsample(full, **sizes, seed=rec["data_seed"])
     return _DATA[key]
 
 
@@ -187,21 +259,23 @@ def train_architecture(task: tuple[dict[str, Any], list[int], dict[str, Any]]) -
     from ntksearch.models import build_model
     from ntksearch.train import TrainHParams, train_model
 
-    arch, seeds, rec = task
+    arch, runs, rec = task
     dataset = _dataset(rec)
-    hparams = TrainHParams(**rec["hparams"], epochs=rec["epochs"])
     rows = []
-    for seed in seeds:
+    for variant, seed in runs:
         start, cpu_start = time.perf_counter(), time.process_time()
         row: dict[str, Any] = {
             "dataset": rec["dataset"], "family": arch["family"], "arch_id": arch["arch_id"],
             "arch_index": arch["arch_index"], "seed": seed, "recipe_hash": recipe_hash(rec),
             "arch_json": _dumps(arch["arch"]), "params_json": _dumps(arch["params"]), "error": "",
         }
+        if variant:
+            row.update(variant=variant_name(variant), **variant)
         try:
+            hparams = TrainHParams(**{**rec["hparams"], **_pick(variant, "learning_rate")}, epochs=rec["epochs"])
             init_key, train_key = jax.random.split(jax.random.key(seed))
-            built = build_model(arch["family"], arch["arch"], input_shape=dataset.input_shape,
-                                n_classes=dataset.n_classes, key=init_key)
+            built = build_model(arch["family"], {**arch["arch"], **_pick(variant, "init_scale")},
+                                input_shape=dataset.input_shape, n_classes=dataset.n_classes, key=init_key)
             result = train_model(built, dataset, hparams, key=train_key, eval_test=True)
             row.update(
                 n_params=built.n_params, flops=built.flops,
@@ -222,12 +296,20 @@ def train_architecture(task: tuple[dict[str, Any], list[int], dict[str, Any]]) -
     return rows
 
 
+def _pick(variant: dict[str, float], name: str) -> dict[str, float]:
+    return {name: variant[name]} if name in variant else {}
+
+
 # -- the CSV ------------------------------------------------------------------------------------------------
-def _row_key(row: dict[str, Any]) -> tuple[str, str, int, str, str]:
-    return (row["family"], row["arch_id"], int(row["seed"]), row["recipe_hash"], row["params_json"])
+RowKey = tuple[str, str, int, str, str, str]
 
 
-def read_done(out: Path, current_hash: str) -> set[tuple[str, str, int, str, str]]:
+def _row_key(row: dict[str, Any]) -> RowKey:
+    return (row["family"], row["arch_id"], int(row["seed"]), row["recipe_hash"], row["params_json"],
+            row.get("variant") or "")
+
+
+def read_done(out: Path, current_hash: str) -> set[RowKey]:
     """Keys of the rows of the current recipe; rows of other recipes are moved to ``<out>.stale.csv``."""
     if not out.exists() or out.stat().st_size == 0:
         return set()
@@ -246,7 +328,7 @@ def read_done(out: Path, current_hash: str) -> set[tuple[str, str, int, str, str
             writer.writerows(stale)
         tmp = out.with_suffix(".tmp")
         with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()), extrasaction="ignore")
             writer.writeheader()
             writer.writerows(current)
         os.replace(tmp, out)
@@ -257,11 +339,11 @@ def read_done(out: Path, current_hash: str) -> set[tuple[str, str, int, str, str
 class CsvAppender:
     """Appends rows to the CSV (header first if new), flushing and fsyncing after every row."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, columns: list[str]):
         out.parent.mkdir(parents=True, exist_ok=True)
         new = not out.exists() or out.stat().st_size == 0
         self.file = out.open("a", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=COLUMNS, extrasaction="ignore")
+        self.writer = csv.DictWriter(self.file, fieldnames=columns, extrasaction="ignore")
         if new:
             self.writer.writeheader()
             self._flush()
@@ -296,11 +378,11 @@ def _fmt(seconds: float) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=sorted(DATASET_DEFAULTS), required=True)
-    p.add_argument("--out", type=Path, required=True, help="CSV file (appended to; resumable)")
-    p.add_argument("--n-mlp", type=int, default=0)
-    p.add_argument("--n-cnn", type=int, default=0)
-    p.add_argument("--n-rnn", type=int, default=0)
+    p.add_argument("--task", choices=sorted(TASKS), required=True)
+    p.add_argument("--out", type=Path, help="CSV file (appended to; resumable); default <task>.csv here")
+    for family in FAMILY_ORDER:
+        p.add_argument(f"--n-{family}", type=int, default=None,
+                       help=f"{family} architectures (default: the task's count)")
     p.add_argument("--seeds", default="0,1", help="comma-separated training seeds (init + data order)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes; >1 uses spawned single-threaded workers (one per core)")
@@ -321,6 +403,7 @@ def _print(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None, *, log: Callable[[str], None] = _print) -> int:
     args = parse_args(argv)
+    args.out = args.out or Path(__file__).resolve().parent / f"{args.task}.csv"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.with_suffix(".lock").open("w") as lock:
         try:
@@ -333,31 +416,34 @@ def main(argv: Sequence[str] | None = None, *, log: Callable[[str], None] = _pri
 
 def _build(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    rec = recipe(args.dataset, {"epochs": args.epochs, "max_train": args.max_train, "max_val": args.max_val,
-                                "max_test": args.max_test})
+    spec = TASKS[args.task]
+    rec = recipe(args.task, {"epochs": args.epochs, "max_train": args.max_train, "max_val": args.max_val,
+                             "max_test": args.max_test})
     rhash = recipe_hash(rec)
-    counts = {"mlp": args.n_mlp, "cnn": args.n_cnn, "rnn": args.n_rnn}
-    archs = _interleave(sample_architectures(f, n) for f, n in counts.items() if n > 0)
+    counts = {f: n for f in FAMILY_ORDER
+              if (n := getattr(args, f"n_{f}") if getattr(args, f"n_{f}") is not None else spec.counts.get(f, 0))}
+    archs = _interleave(sample_architectures(f, n) for f, n in counts.items())
+    variants = list(spec.variants) or [{}]
     done = read_done(args.out, rhash)
     tasks = []
     for arch in archs:
-        key = lambda s, a=arch: (a["family"], a["arch_id"], s, rhash, _dumps(a["params"]))
-        missing = [s for s in seeds if key(s) not in done]
+        key = lambda v, s, a=arch: (a["family"], a["arch_id"], s, rhash, _dumps(a["params"]), variant_name(v))
+        missing = [(v, s) for v in variants for s in seeds if key(v, s) not in done]
         if missing:
             tasks.append((arch, missing, rec))
     if args.limit is not None:
         tasks = tasks[: args.limit]
-    total = len(archs) * len(seeds)
+    total = len(archs) * len(variants) * len(seeds)
     todo = sum(len(t[1]) for t in tasks)
-    already = sum(1 for a in archs for s in seeds
-                  if (a["family"], a["arch_id"], s, rhash, _dumps(a["params"])) in done)
-    log(f"{args.dataset}: recipe {rhash} {_dumps(rec)}")
-    log(f"{total} rows in the table ({', '.join(f'{n} {f}' for f, n in counts.items())} × {len(seeds)} seeds); "
-        f"{already} already done, {todo} to train now with {args.workers} worker(s)")
+    already = total - sum(1 for a in archs for v in variants for s in seeds
+                          if (a["family"], a["arch_id"], s, rhash, _dumps(a["params"]), variant_name(v)) not in done)
+    log(f"{args.task}: recipe {rhash} {_dumps(rec)}")
+    log(f"{total} rows in the table ({', '.join(f'{n} {f}' for f, n in counts.items())} × {len(variants)} "
+        f"variant(s) × {len(seeds)} seeds); {already} already done, {todo} to train now with {args.workers} worker(s)")
     if not tasks:
         return 0
 
-    appender = CsvAppender(args.out)
+    appender = CsvAppender(args.out, COLUMNS + (VARIANT_COLUMNS if spec.variants else []))
     start = time.perf_counter()
     finished = 0
     pool = None
@@ -377,7 +463,8 @@ def _build(args: argparse.Namespace, log: Callable[[str], None]) -> int:
                 status = (f"ERROR {row['error'][:80]}" if row["error"] else
                           f"val {row['val_accuracy']:.4f} test {row['test_accuracy']:.4f} "
                           f"{'DIVERGED ' if row['diverged'] else ''}train {row['train_seconds']:.1f}s")
-                log(f"[{already + finished}/{total}] {row['arch_id']} seed {row['seed']}: {status} | "
+                log(f"[{already + finished}/{total}] {row['arch_id']} {row.get('variant', '')} seed {row['seed']}: "
+                    f"{status} | "
                     f"elapsed {_fmt(elapsed)} ETA {_fmt(eta)}")
         if pool is not None:
             pool.close()

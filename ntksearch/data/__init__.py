@@ -1,5 +1,6 @@
-"""Datasets (digits, Fashion-MNIST, user files) in the shared conventions; class-balanced scoring batches."""
+"""Datasets (digits, Fashion-MNIST, the adding problem, user files); class-balanced scoring batches."""
 
+from ntksearch.data.adding import load_adding
 from ntksearch.data.dataset import Dataset, DatasetError, DatasetNotFoundError
 from ntksearch.data.digits import DIGITS_SPLIT, load_digits
 from ntksearch.data.fashion_mnist import FASHION_SPLIT, load_fashion_mnist
@@ -15,6 +16,7 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "dataset_options",
+    "load_adding",
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",

@@ -1,7 +1,8 @@
 """The :class:`Dataset` container shared by every loader, and the errors the loaders raise.
 
-Conventions (docs/architecture.md): inputs are float32, images ``(N, H, W, C)`` (NHWC) with values in [0, 1]
-and tabular data ``(N, F)``; labels are int32 class indices ``(N,)`` in ``[0, n_classes)``.
+Conventions (docs/architecture.md): inputs are float32, images ``(N, H, W, C)`` (NHWC) with values in [0, 1],
+sequences ``(N, T, F)`` and tabular data ``(N, F)``; labels are int32 class indices ``(N,)`` in
+``[0, n_classes)``.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one example: ``(H, W, C)`` for images, ``(F,)`` for tabular data."""
+        """Shape of one example: ``(H, W, C)`` for images, ``(T, F)`` for sequences, ``(F,)`` for tabular data."""
         return tuple(self.x_train.shape[1:])
 
     def splits(self) -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from ntksearch.data.adding import load_adding
 from ntksearch.data.dataset import Dataset, DatasetError
 from ntksearch.data.digits import load_digits
 from ntksearch.data.fashion_mnist import load_fashion_mnist
@@ -16,6 +17,7 @@ __all__ = ["DATASETS", "dataset_options", "load_dataset"]
 DatasetLoader = Callable[..., Dataset]
 
 DATASETS: dict[str, DatasetLoader] = {
+    "adding": load_adding,
     "digits": load_digits,
     "fashion_mnist": load_fashion_mnist,
     "file": load_file,

@@ -1,7 +1,10 @@
-"""``cnn``: stages of convolution blocks with a global-average-pooling head, on (H, W, C) images.
+"""``cnn``: stages of convolution blocks with a global-average-pooling head, on images or sequences.
+
+Inputs are (H, W, C) images (2-D convolutions, ``kernel``×``kernel``) or (T, F) sequences (1-D convolutions
+over time with F input channels, kernels of ``kernel`` steps; strides and pooling act on time alone).
 
 Stage s has ``blocks[s]`` blocks of ``channels[s]`` channels and ``kernel[s]``×``kernel[s]`` kernels; its first
-block has stride ``stride[s]``; the stage ends with ``pool[s]`` (2×2 max/avg pooling or none). A plain block
+block has stride ``stride[s]``; the stage ends with ``pool[s]`` (max/avg pooling by 2, or none). A plain block
 is ``act(norm(conv(x)))``; with ``residual`` it is the ResNet basic block
 ``act(norm(conv(act(norm(conv(x))))) + shortcut(x))``, the shortcut being the identity or a 1×1 strided
 projection when the shape changes. Then global average pooling → dropout (training) → linear head.
@@ -60,19 +63,21 @@ HYPERPARAMETERS: dict[str, Hyper] = {
 
 
 class ConvBlock(nnx.Module):
-    """(N, H, W, c_in) → (N, ⌈H/stride⌉, ⌈W/stride⌉, c_out): a plain or residual conv block."""
+    """(N, H, W, c_in) → (N, ⌈H/stride⌉, ⌈W/stride⌉, c_out) (``spatial=2``) or (N, T, c_in) →
+    (N, ⌈T/stride⌉, c_out) (``spatial=1``): a plain or residual conv block."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, arch: Mapping[str, Any],
-                 init: VarianceScaling, rngs: nnx.Rngs):
+                 init: VarianceScaling, rngs: nnx.Rngs, *, spatial: int = 2):
         bias = arch["norm"] == "none"
-        self.conv1 = conv(c_in, c_out, kernel, stride, init, rngs, use_bias=bias)
-        self.norm1 = make_norm(arch["norm"], c_out, 4, rngs, groups=arch["groups"])
+        self.conv1 = conv(c_in, c_out, kernel, stride, init, rngs, use_bias=bias, spatial=spatial)
+        self.norm1 = make_norm(arch["norm"], c_out, spatial + 2, rngs, groups=arch["groups"])
         self.residual = bool(arch["residual"])
         if self.residual:
-            self.conv2 = conv(c_out, c_out, kernel, 1, init, rngs, use_bias=bias)
-            self.norm2 = make_norm(arch["norm"], c_out, 4, rngs, groups=arch["groups"])
+            self.conv2 = conv(c_out, c_out, kernel, 1, init, rngs, use_bias=bias, spatial=spatial)
+            self.norm2 = make_norm(arch["norm"], c_out, spatial + 2, rngs, groups=arch["groups"])
             same = c_in == c_out and stride == 1
-            self.shortcut = Identity() if same else conv(c_in, c_out, 1, stride, init, rngs, use_bias=False)
+            self.shortcut = (Identity() if same
+                             else conv(c_in, c_out, 1, stride, init, rngs, use_bias=False, spatial=spatial))
         self.activation = arch["activation"]
 
     def __call__(self, x: jax.Array, ctx: Ctx) -> jax.Array:
@@ -83,12 +88,13 @@ class ConvBlock(nnx.Module):
 
 
 class CNN(FamilyModel):
-    """(N, H, W, C) → logits (N, n_classes); see the module docstring."""
+    """(N, H, W, C) or (N, T, F) → logits (N, n_classes); see the module docstring."""
 
     def __init__(self, arch: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int, *,
                  rngs: nnx.Rngs):
-        if len(input_shape) != 3:
-            raise ValueError(f"cnn needs (H, W, C) images; got input shape {input_shape}")
+        if len(input_shape) not in (2, 3):
+            raise ValueError(f"cnn needs (H, W, C) images or (T, F) sequences; got input shape {input_shape}")
+        spatial = len(input_shape) - 1
         init = make_init(arch["init"], arch["init_scale"])
         c_in = input_shape[-1]
         stages = []
@@ -96,7 +102,7 @@ class CNN(FamilyModel):
             blocks = []
             for b in range(arch["blocks"][s]):
                 stride = arch["stride"][s] if b == 0 else 1
-                blocks.append(ConvBlock(c_in, c_out, arch["kernel"][s], stride, arch, init, rngs))
+                blocks.append(ConvBlock(c_in, c_out, arch["kernel"][s], stride, arch, init, rngs, spatial=spatial))
                 c_in = c_out
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
@@ -111,7 +117,7 @@ class CNN(FamilyModel):
             for block in stage:
                 h = block(h, ctx)
             h = POOLS[pool](h)
-        return self.head(ctx.dropout(h.mean(axis=(1, 2)), self.dropout))
+        return self.head(ctx.dropout(h.mean(axis=tuple(range(1, h.ndim - 1))), self.dropout))
 
 
 build = family_builder("cnn", CNN, HYPERPARAMETERS)

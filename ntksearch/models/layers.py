@@ -6,7 +6,8 @@ Registries (plain dicts, name → object; validation lists their keys):
 * :data:`INITIALIZERS`: weight initialisation schemes (variance scaling, as in Flax/JAX, see below).
 * :data:`NORMS`: normalisation layers, ``none``/``layer``/``group``/``batch`` (``batch`` normalises with the
   statistics of the current batch and keeps no running state, so models stay pure functions).
-* :data:`POOLS`: 2×2 spatial down-sampling (``none``/``max``/``avg``).
+* :data:`POOLS`: spatial down-sampling by 2 along every spatial axis (``none``/``max``/``avg``; 2×2 windows on
+  images, 2 steps on sequences).
 
 **Initialisation runs on the host.** Eager JAX initialisation of a never-seen shape compiles one small XLA
 program per random draw (≈0.4 s each on 2 CPU cores) and a jit-compiled constructor compiles one program per
@@ -175,13 +176,14 @@ def dense(n_in: int, n_out: int, init: VarianceScaling, rngs: nnx.Rngs, *, use_b
 
 
 def conv(n_in: int, n_out: int, kernel: int, stride: int, init: VarianceScaling, rngs: nnx.Rngs, *,
-         use_bias: bool = True) -> nnx.Conv:
+         use_bias: bool = True, spatial: int = 2) -> nnx.Conv:
     """``nnx.Conv`` (N, H, W, n_in) → (N, ⌈H/stride⌉, ⌈W/stride⌉, n_out), SAME padding.
 
-    SAME padding keeps every spatial size ≥ 1 however many stride-2 layers follow each other (8×8 inputs
-    bottom out at 1×1), so no sampled architecture collapses to an empty tensor.
+    ``spatial`` is the number of spatial axes: 2 for images (kernel × kernel), 1 for sequences (N, T, n_in)
+    (a 1-D convolution over time). SAME padding keeps every spatial size ≥ 1 however many stride-2 layers
+    follow each other (8×8 inputs bottom out at 1×1), so no sampled architecture collapses to an empty tensor.
     """
-    return nnx.Conv(n_in, n_out, (kernel, kernel), (stride, stride), padding="SAME", use_bias=use_bias,
+    return nnx.Conv(n_in, n_out, (kernel,) * spatial, (stride,) * spatial, padding="SAME", use_bias=use_bias,
                     kernel_init=init, bias_init=ZEROS, rngs=rngs)
 
 
@@ -222,11 +224,13 @@ def make_norm(name: str, features: int, ndim: int, rngs: nnx.Rngs, *, groups: in
 
 
 def _max_pool(x: Array) -> Array:
-    return nnx.max_pool(x, (2, 2), (2, 2), padding="SAME")
+    window = (2,) * (x.ndim - 2)
+    return nnx.max_pool(x, window, window, padding="SAME")
 
 
 def _avg_pool(x: Array) -> Array:
-    return nnx.avg_pool(x, (2, 2), (2, 2), padding="SAME", count_include_pad=False)
+    window = (2,) * (x.ndim - 2)
+    return nnx.avg_pool(x, window, window, padding="SAME", count_include_pad=False)
 
 
 def _no_pool(x: Array) -> Array:

@@ -109,6 +109,18 @@ def test_fashion_mnist_subsample_is_stratified_and_deterministic() -> None:
     assert not np.array_equal(load_dataset("fashion_mnist", max_train=1000, seed=1).y_train, small.y_train)
 
 
+@needs_fashion
+def test_fashion_mnist_downsample_averages_windows() -> None:
+    full = load_dataset("fashion_mnist", max_train=50, max_val=10, max_test=10)
+    small = load_dataset("fashion_mnist", max_train=50, max_val=10, max_test=10, downsample=2)
+    check_conventions(small)
+    assert small.input_shape == (14, 14, 1)
+    np.testing.assert_array_equal(small.y_train, full.y_train)
+    np.testing.assert_allclose(small.x_val[:, 3, 5, 0], full.x_val[:, 6:8, 10:12, 0].mean(axis=(1, 2)), rtol=1e-6)
+    with pytest.raises(DatasetError, match="downsample must divide 28"):
+        load_dataset("fashion_mnist", downsample=3)
+
+
 def test_fashion_mnist_missing_files_name_the_package(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError) as err:
         load_dataset("fashion_mnist", root=tmp_path)
@@ -209,10 +221,32 @@ def test_file_type_and_missing_file(tmp_path: Path) -> None:
         load_dataset("file", path=tmp_path / "absent.npz")
 
 
+# -- the adding problem -----------------------------------------------------------------------------------
+def test_adding_problem_sequences_and_labels() -> None:
+    ds = load_dataset("adding", length=10, n_classes=4, n_train=400, n_val=100, n_test=100, seed=3)
+    check_conventions(ds)
+    assert ds.input_shape == (10, 2) and ds.n_classes == 4 and "adding" in repr(ds)
+    markers = ds.x_train[..., 1]
+    assert np.all(markers.sum(axis=1) == 2)
+    assert np.all(markers[:, :5].sum(axis=1) == 1) and np.all(markers[:, 5:].sum(axis=1) == 1)
+    total = (ds.x_train[..., 0] * markers).sum(axis=1)
+    # classes are the quartiles of the triangular sum on [0, 2]: F(s) = s²/2 below 1
+    edges = [np.sqrt(0.5), 1.0, 2.0 - np.sqrt(0.5)]
+    np.testing.assert_array_equal(ds.y_train, np.searchsorted(edges, total, side="right"))
+    counts = np.bincount(ds.y_train, minlength=4)
+    assert counts.min() > 70  # equal-probability classes: 100 ± a few binomial standard deviations
+    again = load_dataset("adding", length=10, n_classes=4, n_train=400, n_val=50, n_test=100, seed=3)
+    np.testing.assert_array_equal(again.x_train, ds.x_train)  # splits do not depend on each other's size
+    assert not np.array_equal(load_dataset("adding", length=10, n_classes=4, n_train=400, seed=4).x_train,
+                              ds.x_train)
+    with pytest.raises(DatasetError, match="length must be an integer >= 2"):
+        load_dataset("adding", length=1)
+
+
 # -- registry ---------------------------------------------------------------------------------------------
 def test_registry_errors_list_allowed_names_and_options() -> None:
-    assert set(DATASETS) == {"digits", "fashion_mnist", "file"}
-    with pytest.raises(DatasetError, match="'mnist'; choose one of: digits, fashion_mnist, file"):
+    assert set(DATASETS) == {"adding", "digits", "fashion_mnist", "file"}
+    with pytest.raises(DatasetError, match="'mnist'; choose one of: adding, digits, fashion_mnist, file"):
         load_dataset("mnist")
     with pytest.raises(DatasetError, match=r"unknown option\(s\) max_trian .*allowed: root .*max_train"):
         load_dataset("fashion_mnist", max_trian=10)

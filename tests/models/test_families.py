@@ -144,8 +144,31 @@ def test_cnn_down_sampling_bottoms_out_at_one_pixel() -> None:
     built = _build("cnn", point)
     assert bool(jnp.all(jnp.isfinite(built.apply_fn(built.params, X))))
     assert built.features_fn(built.params, X)[-1].shape == (4, 1, 1, 4)
-    with pytest.raises(ValueError, match=r"\(H, W, C\) images"):
-        _build("cnn", point, shape=(8, 8))
+    with pytest.raises(ValueError, match=r"\(H, W, C\) images or \(T, F\) sequences"):
+        _build("cnn", point, shape=(8,))
+
+
+def test_cnn_on_sequences_is_a_1d_convolution_over_time() -> None:
+    point = {**CASES["cnn"], "kernel": [3, 5]}
+    built = _build("cnn", point, shape=(12, 2))
+    x = jax.random.uniform(jax.random.PRNGKey(2), (4, 12, 2))
+    assert built.apply_fn(built.params, x).shape == (4, 3)
+    kernels = [leaf.shape for leaf in jax.tree.leaves(built.params) if leaf.ndim == 3]
+    assert (3, 2, 4) in kernels and (5, 8, 8) in kernels  # (time, in, out): 1-D kernels
+    # stage 0 keeps 12 steps then pools to 6; stage 1's first block has stride 2: 3 steps
+    assert [f.shape for f in built.features_fn(built.params, x)][-1] == (4, 3, 8)
+    assert built.flops > 0 and built.n_params == flax_param_count(built)
+
+
+def test_cnn_1d_matches_a_hand_computation() -> None:
+    built = _build("cnn", {"stages": 1, "channels": [2], "kernel": [3], "activation": "relu"}, shape=(5, 2))
+    x = np.asarray(jax.random.uniform(jax.random.PRNGKey(3), (2, 5, 2)))
+    conv, head = built.params["stages"][0][0]["conv1"], built.params["head"]
+    w, b = np.asarray(conv["kernel"]), np.asarray(conv["bias"])  # (3, 2, 2), (2,)
+    padded = np.pad(x, ((0, 0), (1, 1), (0, 0)))  # SAME padding for kernel 3, stride 1
+    h = np.stack([np.einsum("nki,kio->no", padded[:, t:t + 3], w) for t in range(5)], axis=1) + b
+    logits = np.maximum(h, 0).mean(axis=1) @ np.asarray(head["kernel"]) + np.asarray(head["bias"])
+    np.testing.assert_allclose(built.apply_fn(built.params, x), logits, rtol=1e-5, atol=1e-6)
 
 
 def test_cnn_on_fashion_mnist_shape() -> None:
