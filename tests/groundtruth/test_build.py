@@ -116,6 +116,9 @@ def test_adding_task_trains_sequence_models(tmp_path: Path) -> None:
     assert build.main(args, log=lambda _: None) == 0
     (row,) = _rows(out)
     assert row["dataset"] == "adding" and row["error"] == "" and int(row["steps"]) == 2
+    rec = build.recipe("adding")
+    assert rec["loader"] == build.TASKS["adding"].loader  # the loader options are part of the recipe
+    assert build._dataset(rec).input_shape == (rec["loader"]["length"], 2)
 
 
 @pytest.mark.slow
