@@ -22,7 +22,7 @@ import scipy.stats
 from ntksearch.ntk.operator import ApplyFn, Array, Params
 from ntksearch.proxies.registry import NTKOptions, ProxyInputs, compute_proxies
 
-__all__ = ["DEFAULT_SCORE", "FIT_METHODS", "LinearScore", "ScoreTerm", "fit_linear_score", "score"]
+__all__ = ["DEFAULT_SCORE", "FIT_METHODS", "LinearScore", "ScoreTerm", "TieBrokenScore", "fit_linear_score", "score"]
 
 TRANSFORMS = {"identity": lambda v: v, "log": lambda v: math.log(v) if v > 0 else -math.inf}
 
@@ -56,11 +56,39 @@ class LinearScore:
         return total
 
 
+@dataclass(frozen=True)
+class TieBrokenScore:
+    """A size-anchored score: one proxy ranks, a second only breaks its exact ties.
+
+    score = t(primary) + ε · sign · tanh(t(tie_breaker)), ε = 1e-9. The tanh term lies in (−ε, ε), below half
+    the smallest difference between two distinct log parameter counts (log(n + 1) − log n ≈ 1/n > 2ε for
+    n < 5·10⁸), so with ``primary="n_params"`` it reorders only candidates of equal size (NB201 cells that
+    differ by parameter-free operations, one architecture at several initialisations).
+    """
+
+    primary: str
+    primary_transform: str
+    tie_breaker: str
+    tie_transform: str
+    tie_sign: int
+    epsilon: float = 1e-9
+
+    @property
+    def proxies(self) -> tuple[str, ...]:
+        """The proxies the score reads."""
+        return (self.primary, self.tie_breaker)
+
+    def __call__(self, values: Mapping[str, float]) -> float:
+        tie = TRANSFORMS[self.tie_transform](float(values[self.tie_breaker]))
+        tie_term = 0.0 if math.isnan(tie) else math.tanh(tie)  # tanh(±inf) = ±1
+        return TRANSFORMS[self.primary_transform](float(values[self.primary])) + self.epsilon * self.tie_sign * tie_term
+
+
 FIT_METHODS = ("vote", "ridge")
 
 
 def fit_linear_score(values: Mapping[str, np.ndarray], target: np.ndarray, terms: Sequence[tuple[str, str]], *,
-                     method: str = "vote", alpha: float = 1.0) -> LinearScore:
+                     method: str = "vote", alpha: float = 1.0, groups: np.ndarray | None = None) -> LinearScore:
     """Fit a :class:`LinearScore` on ground truth: N candidates with proxy values and trained accuracies.
 
     Each term ``(proxy, transform)`` is standardised with the mean and standard deviation of the transformed
@@ -71,26 +99,42 @@ def fit_linear_score(values: Mapping[str, np.ndarray], target: np.ndarray, terms
     * ``ridge``: ridge regression (penalty ``alpha`` on the N-normalised Gram matrix) of the normal scores of
       the target's ranks on the standardised terms (rank-based, so only the ordering of accuracies is fit).
 
+    With ``groups`` (one label per candidate, e.g. the task it was trained on), only differences *within* a
+    group are fit: each term is centred within its group before the standard deviation is taken, and the
+    target's normal scores are computed within each group. A score is only ever used to rank candidates of
+    one search, so offsets between groups (one dataset being easier) carry no information to fit.
+
     Args:
       values: proxy name → (N,) values (finite after the transform). target: (N,) accuracies.
     """
     if method not in FIT_METHODS:
         raise ValueError(f"unknown fit method {method!r}; allowed: {', '.join(FIT_METHODS)}")
+    labels = np.zeros(len(target), int) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
     cols = []
     stats = []
     for proxy, transform in terms:
         t = np.array([TRANSFORMS[transform](float(v)) for v in values[proxy]])
-        mean, std = float(np.mean(t)), float(np.std(t)) or 1.0
-        cols.append((t - mean) / std)
+        centred = t - _group_means(t, labels)
+        mean, std = float(np.mean(t)), float(np.std(centred)) or 1.0
+        cols.append(centred / std)
         stats.append((proxy, transform, mean, std))
     features = np.stack(cols, axis=1)
     if method == "vote":
         weights = [float(np.sign(scipy.stats.spearmanr(f, target).statistic)) for f in features.T]
     else:
-        ranks = scipy.stats.norm.ppf((scipy.stats.rankdata(target) - 0.5) / len(target))
+        ranks = np.zeros(len(target))
+        for g in np.unique(labels):
+            part = labels == g
+            ranks[part] = scipy.stats.norm.ppf((scipy.stats.rankdata(target[part]) - 0.5) / part.sum())
         gram = features.T @ features / len(target) + alpha * np.eye(features.shape[1])
         weights = np.linalg.solve(gram, features.T @ ranks / len(target)).tolist()
     return LinearScore(tuple(ScoreTerm(p, t, m, s, w) for (p, t, m, s), w in zip(stats, weights, strict=True)))
+
+
+def _group_means(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each entry replaced by the mean of its group."""
+    sums = np.bincount(labels, weights=values)
+    return (sums / np.bincount(labels))[labels]
 
 
 # The default score: chosen and fit in experiments/groundtruth/ (evaluate.py; numbers in its RESULTS.md).
