@@ -164,7 +164,8 @@ def _run_epoch(step_fn: Callable[[_State, Array, int], tuple[_State, Array]], st
 
 
 def train_model(built: TrainableModel, dataset: Dataset, hparams: TrainHParams, *, key: Array,
-                eval_test: bool = False, max_train_examples: int | None = None) -> TrainResult:
+                eval_test: bool = False, max_train_examples: int | None = None,
+                on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """Train ``built`` on ``dataset.x_train`` with ``hparams`` and validate after every epoch.
 
     Minibatches of ``min(batch_size, N)`` examples are drawn without replacement from a permutation of the
@@ -178,6 +179,8 @@ def train_model(built: TrainableModel, dataset: Dataset, hparams: TrainHParams, 
       key: PRNG key for the minibatch order and the training-mode randomness (dropout).
       eval_test: also report the accuracy on the test split.
       max_train_examples: train on a stratified, deterministic subset of at most this many examples.
+      on_epoch: called after every epoch with its ``history`` entry; it may raise to stop the run (a pruner's
+        ``optuna.TrialPruned``, a time budget), and the exception propagates to the caller.
     """
     start = time.perf_counter()
     if max_train_examples is not None:
@@ -212,6 +215,8 @@ def train_model(built: TrainableModel, dataset: Dataset, hparams: TrainHParams, 
         history.append({"epoch": epoch + 1, "step": steps, "train_loss": float(np.mean(losses)),
                         "val_loss": val_loss, "val_accuracy": val_accuracy,
                         "seconds": time.perf_counter() - start})
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if diverged or steps >= total:
             break
     test_accuracy = None

@@ -127,6 +127,23 @@ def test_max_steps_and_max_train_examples(digits: Dataset) -> None:
     assert result.steps == 2 * (200 // 64)
 
 
+def test_on_epoch_sees_every_epoch_and_can_stop_the_run(digits: Dataset) -> None:
+    seen: list[dict[str, float]] = []
+    result = train_model(mlp(0), digits, dataclasses.replace(FAST, epochs=3), key=jax.random.key(0),
+                         on_epoch=seen.append)
+    assert seen == result.history and [h["epoch"] for h in seen] == [1, 2, 3]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(entry: dict[str, float]) -> None:
+        if entry["epoch"] == 2:
+            raise Stop
+    with pytest.raises(Stop):
+        train_model(mlp(0), digits, dataclasses.replace(FAST, epochs=5), key=jax.random.key(0),
+                    on_epoch=stop_after_two)
+
+
 def test_grad_clipping_and_weight_decay_are_applied(digits: Dataset) -> None:
     base = TrainHParams(optimizer="sgd", learning_rate=1.0, schedule="constant", max_steps=1, epochs=1)
     model = mlp(0)
