@@ -23,8 +23,7 @@ LIGHT = {
     "mlp": {"depth": 2, "width": [6, 5], "norm": "layer", "residual": True},
     "cnn": {"stages": 2, "channels": [3, 4], "stride": [1, 2], "residual": True, "norm": "batch"},
     "rnn": {"cell": "lstm", "hidden": 4, "bidirectional": True},
-    "nb201": {"C": 2, "N": 1,
-              "arch": "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|"},
+    "nb201": {"C": 2, "N": 1, "arch": "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|"},
     "transformer": {"depth": 1, "heads": 1, "head_dim": 4, "readout": "cls"},
 }
 
