@@ -9,7 +9,7 @@ SLDGroup/ZiCo ``compute_zico.py``). The batch is split into B = 2 halves (the au
 g_b = ∂L_b/∂θ is the gradient of half b's loss. For every weight tensor θ_l (the authors': the weights of each
 ``Conv2d``/``Linear``; ours: every parameter leaf with ≥ 2 axes, which are the conv/dense kernels, recurrent
 kernels and the transformer's embeddings, and never biases or norm scales). The halves are the first and the
-second ⌊N/2⌋ examples (one example is left out when N is odd), differentiated in one batched pass::
+second ⌊N/2⌋ examples (one example is left out when N is odd)::
 
     zico = Σ_l log Σ_{w ∈ θ_l, σ_w > 0} mean_b |g_b,w| / σ_w,    σ_w = std_b g_b,w (population std, ddof 0)
 
@@ -84,7 +84,8 @@ def _zico(apply_fn: ApplyFn, params: Params, x: Array, y: Array, splits: int) ->
     xs = x[: splits * size].reshape(splits, size, *x.shape[1:])
     ys = y[: splits * size].reshape(splits, size, *y.shape[1:])
     loss = lambda p, xb, yb: _mean_cross_entropy(apply_fn(p, xb), yb)
-    stacked = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, xs, ys)
+    # a scan compiles the backward pass once (a vmap or an unrolled loop compiles a larger program)
+    _, stacked = jax.lax.scan(lambda carry, batch: (carry, jax.grad(loss)(params, *batch)), None, (xs, ys))
     return zico_score([g for g in jax.tree_util.tree_leaves(stacked) if g.ndim >= 3])
 
 
