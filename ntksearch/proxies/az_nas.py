@@ -18,8 +18,9 @@ for every candidate on one batch, so it shifts ``az_expressivity`` without chang
 * ``az_trainability`` = mean over block maps b = 1..B of 2 − σ_b − 1/(σ_b + 1e-6), σ_b the largest singular
   value of A_b = G_inᵀ G_out / M_out, where G_out (Rademacher, the shape of h_b) is pushed back through block b
   alone (``Taps.blocks``) to G_in = (∂h_b/∂h_{b−1})ᵀ G_out; rows are positions × batch. When block b shrinks the
-  spatial grid by s, G_in's s × s neighbourhoods are stacked into channels (PyTorch's ``pixel_unshuffle``); our
-  SAME-padded odd sizes are first zero-padded to a multiple of s (the authors' grids always divide). A block
+  grid by s per axis, G_in's s × s neighbourhoods (s for 1-D sequences) are stacked into channels (PyTorch's
+  ``pixel_unshuffle``); our SAME-padded odd sizes are first zero-padded at the end to a multiple of s (the
+  authors' grids always divide). A block
   that is the identity (G_in = G_out) scores −∞, as the authors'. One Rademacher draw, as the authors: the
   standard error is not estimated (reported 0).
 * ``az_complexity`` = the counted forward FLOPs of one example (the authors take FLOPs from the benchmark API).
@@ -66,20 +67,25 @@ def _centred_gram(h: Array) -> Array:
 
 
 def _stack_neighbourhoods(g: Array, grid: tuple[int, ...]) -> Array:
-    """(N, H, W, C) → (N, h, w, C·s_h·s_w) with s = ⌈H/h⌉, zero-padded to s·h (``pixel_unshuffle``)."""
-    n, height, width, c = g.shape
-    sh, sw = math.ceil(height / grid[0]), math.ceil(width / grid[1])
-    g = jnp.pad(g, ((0, 0), (0, sh * grid[0] - height), (0, sw * grid[1] - width), (0, 0)))
-    g = g.reshape(n, grid[0], sh, grid[1], sw, c)
-    return g.transpose(0, 1, 3, 5, 2, 4).reshape(n, grid[0], grid[1], c * sh * sw)
+    """(N, *positions, C) → (N, *grid, C·Π s_k), s_k = ⌈positions_k / grid_k⌉ (``pixel_unshuffle``, any rank).
+
+    Each axis is first zero-padded at its end to s_k · grid_k (SAME padding adds its odd pixel at the end).
+    """
+    n, c, rank = g.shape[0], g.shape[-1], len(grid)
+    strides = [math.ceil(size / out) for size, out in zip(g.shape[1:-1], grid, strict=True)]
+    g = jnp.pad(g, [(0, 0), *((0, s * out - size) for s, out, size in zip(strides, grid, g.shape[1:-1],
+                                                                       strict=True)), (0, 0)])
+    g = g.reshape(n, *[d for out, s in zip(grid, strides, strict=True) for d in (out, s)], c)
+    order = [0, *range(1, 2 * rank, 2), 2 * rank + 1, *range(2, 2 * rank + 1, 2)]
+    return g.transpose(order).reshape(n, *grid, c * math.prod(strides))
 
 
 def _block_cross(g_in: Array, g_out: Array) -> Array:
     """A = G_inᵀ G_out / M over matching rows (positions × batch), G_in's grid folded to G_out's first."""
     if g_in.shape[1:-1] != g_out.shape[1:-1]:
-        if g_in.ndim != 4 or g_out.ndim != 4:
-            raise ValueError(f"block maps {g_in.shape} → {g_out.shape}: only 2-D grids may change size")
-        g_in = _stack_neighbourhoods(g_in, g_out.shape[1:3])
+        if g_in.ndim != g_out.ndim:
+            raise ValueError(f"block map {g_in.shape} → {g_out.shape}: a grid may shrink, not change its rank")
+        g_in = _stack_neighbourhoods(g_in, g_out.shape[1:-1])
     rows_out = _rows(g_out)
     return _rows(g_in).T @ rows_out / rows_out.shape[0]
 

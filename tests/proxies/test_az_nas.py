@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from ntksearch.models import build_model
+from ntksearch.models.base import Probe, Taps
+from ntksearch.models.layers import Ctx
 from ntksearch.proxies import AZ_NAS_TERMS, ProxyInputs, az_nas_rank_score, compute_proxies
 from tests.proxies.tiny_models import conv2x2_pass, mlp_pass, tiny
 
@@ -69,6 +71,31 @@ def test_trainability_folds_a_strided_grid_into_channels(size: int) -> None:
     assert values["az_trainability"] == pytest.approx(_trainability(np.linalg.norm(a)), rel=1e-9)
     single = -math.log(1 + 1e-8)  # one channel: one eigenvalue, p = 1
     assert values["az_expressivity"] == pytest.approx(2 * single, rel=1e-9)
+
+
+def test_trainability_folds_a_strided_sequence_into_channels() -> None:
+    # a hand-written probe_fn (any model can provide one through Ctx): a 1-D kernel-2 stride-2 map of a length-7
+    # sequence, zero-padded at the end, to one ReLU channel; A[a] = w[a] · mean_rows relu'(pre) · [a is inside]
+    w = jnp.array([0.8, -1.3])
+
+    def probe_fn(params: jax.Array, x: jax.Array, taps: Taps | None = None) -> Probe:
+        taps = taps or Taps()
+        ctx = Ctx(features=[], blocks=[], feature_taps=taps.features, block_taps=taps.blocks)
+        h = ctx.block(x)  # (N, 7, 1)
+        pairs = jnp.pad(h, ((0, 0), (0, 1), (0, 0))).reshape(x.shape[0], 4, 2)
+        h = ctx.block(ctx.act("relu", (pairs @ params)[..., None] - 0.1))  # (N, 4, 1)
+        return Probe(h.mean(axis=(1, 2))[:, None] * jnp.ones(3), ctx.features, ctx.blocks)
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 7, 1))
+    inputs = ProxyInputs(lambda p, xb: probe_fn(p, xb).logits, w, x, jax.nn.one_hot(jnp.arange(6) % 3, 3),
+                         jax.random.PRNGKey(0), probe_fn=probe_fn)
+    value = compute_proxies(["az_trainability"], inputs).values["az_trainability"].value
+    padded = np.concatenate([np.asarray(x)[..., 0], np.zeros((6, 1))], axis=1).reshape(6, 4, 2)
+    active = (padded @ np.asarray(w) - 0.1 > 0).astype(float)  # (n, i)
+    inside = np.ones((4, 2))
+    inside[3, 1] = 0.0  # the padded position
+    a = np.asarray(w) * np.einsum("ni,ia->a", active, inside) / active.size
+    assert value == pytest.approx(_trainability(np.linalg.norm(a)), rel=1e-5)
 
 
 def test_expressivity_of_a_cnn_uses_batch_and_positions_as_rows() -> None:
