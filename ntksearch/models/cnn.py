@@ -10,7 +10,7 @@ Convolutions use SAME padding, so spatial sizes are ⌈H/stride⌉ and never col
 under many down-sampling steps bottoms out at 1×1 (further strides and pools are then no-ops).
 Convolutions carry a bias only without normalisation (a norm's shift makes it redundant).
 ``features_fn`` gives the input of every activation, (N, H', W', channels) each; the blocks
-(:class:`~ntksearch.models.layers.Ctx`) are the input image and each conv block's output (before pooling).
+(:class:`~ntksearch.models.layers.Ctx`) are the input and each conv block's output (before pooling).
 """
 
 from __future__ import annotations
