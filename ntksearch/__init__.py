@@ -5,7 +5,7 @@ The public API, by layer (see ``docs/architecture.md``):
 * NTK core (pure JAX): :func:`ntk_metrics`, :func:`lambda_max`, :class:`NTKOperator`, :func:`exact_ntk`,
   :func:`exact_ntk_stats`, :class:`Estimate`.
 * Proxies: :data:`PROXIES`, :func:`compute_proxies`, :class:`ProxyInputs`, :class:`NTKOptions`, :func:`score`,
-  :data:`DEFAULT_SCORE`.
+  :data:`DEFAULT_SCORE`, :func:`az_nas_rank_score` (AZ-NAS's aggregate over a population).
 * Spaces and models: :func:`load_space`, :class:`SearchSpace`, :class:`Point`, :func:`build_model`,
   :class:`BuiltModel`, :data:`FAMILIES`, :func:`count_flops`, :func:`nb201_arch_string`.
 * Data and training: :func:`load_dataset`, :class:`Dataset`, :func:`scoring_batch`, :class:`TrainHParams`,
@@ -31,11 +31,13 @@ from ntksearch.ntk import (
 )
 from ntksearch.ntk.spectra import lambda_max
 from ntksearch.proxies import (
+    AZ_NAS_TERMS,
     DEFAULT_SCORE,
     PROXIES,
     NTKOptions,
     ProxyInputs,
     ProxyValue,
+    az_nas_rank_score,
     compute_proxies,
     score,
 )
@@ -62,6 +64,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ntksearch' has no attribute {name!r}")
 
 __all__ = [
+    "AZ_NAS_TERMS",
     "DATASETS",
     "DEFAULT_SCORE",
     "FAMILIES",
@@ -83,6 +86,7 @@ __all__ = [
     "TrainHParams",
     "TrainResult",
     "__version__",
+    "az_nas_rank_score",
     "build_model",
     "compute_proxies",
     "confirm_candidates",

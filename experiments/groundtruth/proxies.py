@@ -74,7 +74,10 @@ def main() -> None:
     done = set()
     if args.out.exists():
         with args.out.open() as fh:
-            done = {row["arch_id"] for row in csv.DictReader(fh)}
+            reader = csv.DictReader(fh)
+            done = {row["arch_id"] for row in reader}
+        if reader.fieldnames != FIELDS:  # appending rows of other columns would misalign the file
+            sys.exit(f"{args.out} was written for another set of proxies; score into a new file")
     todo = [a for a in archs if a["arch_id"] not in done]
     print(f"{len(done)} done, {len(todo)} to score", flush=True)
     new = not args.out.exists()

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +31,10 @@ __all__ = [
     "FamilyModel",
     "FeaturesFn",
     "LogitsFn",
+    "Probe",
+    "ProbeFn",
     "StateFn",
+    "Taps",
     "TrainLogitsFn",
     "family_builder",
 ]
@@ -44,8 +47,9 @@ class FamilyModel(nnx.Module):
     """Base class of every family's module.
 
     Subclasses implement ``__call__(x, ctx=None) -> logits (N, n_classes)`` on a raw input batch
-    ``(N, *input_shape)``; ``ctx`` (:class:`~ntksearch.models.layers.Ctx`) selects training mode and feature
-    collection. ``state`` is what the NTK is computed on: the logits unless ``separate_state``.
+    ``(N, *input_shape)``; ``ctx`` (:class:`~ntksearch.models.layers.Ctx`) selects training mode, the
+    collection of pre-activations and block outputs, and additive taps. ``state`` is what the NTK is computed
+    on: the logits unless ``separate_state``.
     """
 
     separate_state: bool = False
@@ -116,13 +120,61 @@ class TrainLogitsFn(_GraphFn):
         return self.model(params)(x, Ctx(key=key))
 
 
+class Taps(NamedTuple):
+    """Additive taps of a probe call (see :class:`~ntksearch.models.layers.Ctx`); None: no taps there.
+
+    Attributes:
+      features: one array per recorded pre-activation (its shape), added to it: the gradient with respect to
+        a zero tap is the gradient with respect to that pre-activation.
+      blocks: one array per block output (its shape); block output i continues as ``stop_gradient(h_i) +
+        tap_i``, so the gradient with respect to tap i of a function of block output i+1 is the
+        vector-Jacobian product of block i+1 alone.
+    """
+
+    features: list[Array] | None = None
+    blocks: list[Array] | None = None
+
+
+class Probe(NamedTuple):
+    """What one probe call sees: the logits and the intermediate tensors, leading axis = batch.
+
+    Attributes:
+      logits: (N, n_classes).
+      features: the pre-activation entering each nonlinearity, in call order (as ``features_fn``).
+      blocks: the block outputs in call order, the first being a stem's output (nb201), the model input (mlp,
+        cnn, rnn) or the first sub-layer's output (transformer); the family docstrings say which.
+    """
+
+    logits: Array
+    features: list[Array]
+    blocks: list[Array]
+
+
+def _probe(model: FamilyModel, x: Array, taps: Taps) -> Probe:
+    features: list[Array] = []
+    blocks: list[Array] = []
+    logits = model(x, Ctx(features=features, blocks=blocks, feature_taps=taps.features, block_taps=taps.blocks))
+    return Probe(logits, features, blocks)
+
+
 class FeaturesFn(_GraphFn):
     """``features_fn(params, x) -> [pre-activation (N, ...)]``, one entry per nonlinearity, in call order."""
 
     def evaluate(self, params: Params, x: Array) -> list[Array]:
-        features: list[Array] = []
-        self.model(params)(x, Ctx(features=features))
-        return features
+        return _probe(self.model(params), x, Taps()).features
+
+
+class ProbeFn(_GraphFn):
+    """``probe_fn(params, x, taps=None) -> Probe``: logits, pre-activations and block outputs, with taps.
+
+    Evaluation mode (no dropout); with zero taps the values equal ``apply_fn``'s and ``features_fn``'s.
+    """
+
+    def __call__(self, params: Params, x: Array, taps: Taps | None = None) -> Probe:
+        return _jitted_call(self, params, x, taps or Taps())
+
+    def evaluate(self, params: Params, x: Array, taps: Taps) -> Probe:
+        return _probe(self.model(params), x, taps)
 
 
 @dataclass(frozen=True)
@@ -135,6 +187,7 @@ class BuiltModel:
     params: Params  # the nnx.Param state (a pytree of arrays)
     train_apply_fn: TrainLogitsFn  # (params, x, key) -> logits, training mode
     features_fn: FeaturesFn  # (params, x) -> list of pre-activations, leading axis = batch
+    probe_fn: ProbeFn  # (params, x, taps) -> Probe(logits, pre-activations, block outputs)
     state_fn: LogitsFn | StateFn  # what the NTK is computed on; is apply_fn except rnn readout trajectory
     n_params: int  # == the size of the nnx.Param state
     flops: int  # counted forward FLOPs of one example
@@ -162,6 +215,7 @@ def family_builder(family: str, model_cls: type[FamilyModel], hypers: Mapping[st
             params=params,
             train_apply_fn=TrainLogitsFn(graphdef),
             features_fn=FeaturesFn(graphdef),
+            probe_fn=ProbeFn(graphdef),
             state_fn=StateFn(graphdef) if model.separate_state else apply_fn,
             n_params=sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params)),
             flops=forward_flops(apply_fn, params, shape),

@@ -12,7 +12,8 @@ projection when the shape changes. Then global average pooling → dropout (trai
 Convolutions use SAME padding, so spatial sizes are ⌈H/stride⌉ and never collapse to 0: an 8×8 input
 under many down-sampling steps bottoms out at 1×1 (further strides and pools are then no-ops).
 Convolutions carry a bias only without normalisation (a norm's shift makes it redundant).
-``features_fn`` gives the input of every activation, (N, H', W', channels) each.
+``features_fn`` gives the input of every activation, (N, H', W', channels) each; the blocks
+(:class:`~ntksearch.models.layers.Ctx`) are the input and each conv block's output (before pooling).
 """
 
 from __future__ import annotations
@@ -112,10 +113,10 @@ class CNN(FamilyModel):
 
     def __call__(self, x: jax.Array, ctx: Ctx | None = None) -> jax.Array:
         ctx = ctx or Ctx()
-        h = x
+        h = ctx.block(x)
         for stage, pool in zip(self.stages, self.pools, strict=True):
             for block in stage:
-                h = block(h, ctx)
+                h = ctx.block(block(h, ctx))
             h = POOLS[pool](h)
         return self.head(ctx.dropout(h.mean(axis=tuple(range(1, h.ndim - 1))), self.dropout))
 

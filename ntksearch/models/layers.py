@@ -46,6 +46,7 @@ __all__ = [
     "dense",
     "make_init",
     "make_norm",
+    "tapped",
 ]
 
 Array = jax.Array
@@ -243,25 +244,61 @@ POOLS: dict[str, Callable[[Array], Array]] = {"none": _no_pool, "max": _max_pool
 
 
 class Ctx:
-    """Per-call mode of a model: a dropout key (training) and a sink for pre-activations (NASWOT).
+    """Per-call mode of a model: a dropout key, sinks for intermediate tensors, and additive taps.
 
     ``Ctx()`` is evaluation mode. Models route every nonlinearity through :meth:`act` (or :meth:`record`
-    for the gates of recurrent cells) and every dropout through :meth:`dropout`.
+    for the gates of recurrent cells), every dropout through :meth:`dropout`, and the output of every block
+    through :meth:`block` (each family's docstring says what its blocks are: nb201 records its stem's output
+    first, mlp/cnn/rnn the model input, the transformer the residual stream after every sub-layer).
+
+    * ``features``: a list receiving each pre-activation entering a nonlinearity, in call order (NASWOT,
+      SWAP, MeCo).
+    * ``blocks``: a list receiving each block output, in call order (AZ-NAS).
+    * ``feature_taps``: arrays added to the pre-activations, one per recorded feature, same order and shapes.
+      They are zeros in practice: the forward pass is unchanged, and the gradient with respect to tap i is
+      the gradient with respect to pre-activation i (Fisher).
+    * ``block_taps``: with them, block output i continues as ``stop_gradient(h_i) + tap_i``; the gradient of a
+      function of block output i+1 with respect to tap i is then the vector-Jacobian product of block i+1
+      alone, for every i in one backward pass (AZ-NAS trainability).
     """
 
-    def __init__(self, key: Array | None = None, features: list[Array] | None = None):
+    def __init__(self, key: Array | None = None, features: list[Array] | None = None,
+                 blocks: list[Array] | None = None, feature_taps: list[Array] | None = None,
+                 block_taps: list[Array] | None = None):
         self.key = key
         self.features = features
+        self.blocks = blocks
+        self._feature_taps = iter(feature_taps) if feature_taps is not None else None
+        self._block_taps = iter(block_taps) if block_taps is not None else None
 
-    def record(self, pre: Array) -> None:
+    def keep(self, pre: Array) -> None:
         """Keep a pre-activation tensor (leading axis = batch) when features are being collected."""
         if self.features is not None:
             self.features.append(pre)
 
+    def feature_tap(self) -> Array | None:
+        """The tap of the next recorded feature (None without taps).
+
+        A model that adds the tap itself (inside a scan) takes it here and records with :meth:`keep`.
+        """
+        return next(self._feature_taps) if self._feature_taps is not None else None
+
+    def record(self, pre: Array) -> Array:
+        """Keep a pre-activation tensor and return it with its tap added (unchanged without taps)."""
+        self.keep(pre)
+        return tapped(pre, self.feature_tap())
+
     def act(self, name: str, pre: Array) -> Array:
         """Apply the registry activation ``name``, recording its input."""
-        self.record(pre)
-        return ACTIVATIONS[name](pre)
+        return ACTIVATIONS[name](self.record(pre))
+
+    def block(self, h: Array) -> Array:
+        """Keep a block output (leading axis = batch); with block taps, cut its gradient path and add the tap."""
+        if self.blocks is not None:
+            self.blocks.append(h)
+        if self._block_taps is None:
+            return h
+        return jax.lax.stop_gradient(h) + next(self._block_taps)
 
     def dropout(self, x: Array, rate: float) -> Array:
         """Inverted dropout in training mode (a key is set), identity otherwise."""
@@ -270,6 +307,11 @@ class Ctx:
         self.key, sub = jax.random.split(self.key)
         keep = jax.random.bernoulli(sub, 1.0 - rate, x.shape)
         return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def tapped(x: Array, tap: Array | None) -> Array:
+    """``x + tap``, or ``x`` when there is no tap."""
+    return x if tap is None else x + tap
 
 
 # -- inputs ------------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Architecture (x flattened to (N, D)): ``depth`` hidden layers, layer l being
 ``h ← act(norm(W_l h + b_l))`` (plus ``skip(h_prev)`` when ``residual``: the identity when widths match, a
 bias-free linear projection otherwise), dropout after each hidden layer in training mode, then a linear head
-(N, width[-1]) → (N, n_classes). ``features_fn`` gives each hidden layer's pre-activation (N, width[l]).
+(N, width[-1]) → (N, n_classes). ``features_fn`` gives each hidden layer's pre-activation (N, width[l]); the
+blocks (:class:`~ntksearch.models.layers.Ctx`) are the flattened input (N, D) and each hidden layer's output.
 """
 
 from __future__ import annotations
@@ -67,10 +68,10 @@ class MLP(FamilyModel):
 
     def __call__(self, x: jax.Array, ctx: Ctx | None = None) -> jax.Array:
         ctx = ctx or Ctx()
-        h = x.reshape(x.shape[0], -1)
+        h = ctx.block(x.reshape(x.shape[0], -1))
         for i, (layer, norm) in enumerate(zip(self.layers, self.norms, strict=True)):
             out = ctx.act(self.activation, norm(layer(h)))
-            h = ctx.dropout(out + self.skips[i](h) if self.skips else out, self.dropout)
+            h = ctx.block(ctx.dropout(out + self.skips[i](h) if self.skips else out, self.dropout))
         return self.head(h)
 
 

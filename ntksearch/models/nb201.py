@@ -14,7 +14,8 @@ the builder also accepts that string as the point's ``arch`` key.
 ``norm`` defaults to ``batch`` (batch statistics, as NB201's BatchNorm in training mode, without running
 averages) and ``init`` to ``he_normal``; ``activation`` (ReLU in NB201) is the nonlinearity of every op;
 ``dropout`` (0 in NB201) acts on the pooled features in training mode. ``features_fn`` gives the input of
-every activation (each ReLU-Conv-Norm op and the final one), (N, H', W', channels) each.
+every activation (each ReLU-Conv-Norm op and the final one), (N, H', W', channels) each; the blocks
+(:class:`~ntksearch.models.layers.Ctx`) are the stem's output and each cell's and reduction block's output.
 """
 
 from __future__ import annotations
@@ -197,9 +198,9 @@ class NB201(FamilyModel):
 
     def __call__(self, x: Array, ctx: Ctx | None = None) -> Array:
         ctx = ctx or Ctx()
-        h = self.stem_norm(self.stem(x))
+        h = ctx.block(self.stem_norm(self.stem(x)))
         for module in self.body:
-            h = module(h, ctx)
+            h = ctx.block(module(h, ctx))
         h = ctx.act(self.activation, self.last_norm(h))
         return self.head(ctx.dropout(h.mean(axis=(1, 2)), self.dropout))
 

@@ -11,11 +11,13 @@ reading the whole sequence, at t = 0) through a linear head. With ``readout: tra
 (``state_fn``) is the last layer's whole hidden trajectory (N, T, hidden · directions) instead of the
 logits; ``apply_fn`` still returns the logits. ``features_fn`` gives, per layer and direction, the gate
 pre-activations of every step (N, T, ·): the tanh input (tanh cell), r/z/n (GRU), i/f/g/o and the new cell
-state (LSTM).
+state (LSTM); feature taps (:class:`~ntksearch.models.layers.Ctx`) are added to them inside the recursion. The
+blocks are the input sequence and each layer's output (N, T, hidden · directions).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -35,6 +37,7 @@ from ntksearch.models.layers import (
     dense,
     make_init,
     sequence_shape,
+    tapped,
 )
 
 __all__ = ["CELLS", "HYPERPARAMETERS", "READOUTS", "RNN", "build"]
@@ -57,28 +60,40 @@ class _Cell(nnx.Module):
         """The zero carry for a batch of n."""
         return jnp.zeros((n, self.hidden), dtype)
 
-    def update(self, carry: Any, xw: Array) -> tuple[Any, Array, Array]:
-        """One step from the projected input xw (N, G·H) → (carry, h (N, H), pre-activations (N, ·))."""
+    def update(self, carry: Any, xw: Array, tap: Array | None) -> tuple[Any, Array, Array]:
+        """One step from the projected input xw (N, G·H) → (carry, h (N, H), pre-activations (N, ·)).
+
+        ``tap`` (N, ·), when given, is added to the step's pre-activations before their nonlinearities.
+        """
         raise NotImplementedError
 
     def run(self, xs: Array, ctx: Ctx, *, reverse: bool) -> Array:
         """(N, T, F) → hidden states (N, T, H) in input time order; records the pre-activations (N, T, ·)."""
         xw = self.inp(xs).swapaxes(0, 1)  # (T, N, G·H)
+        tap = ctx.feature_tap()
 
-        def step(carry: Any, xw_t: Array) -> tuple[Any, tuple[Array, Array]]:
-            carry, h, pre = self.update(carry, xw_t)
+        def step(carry: Any, inputs: tuple[Array, Array | None]) -> tuple[Any, tuple[Array, Array]]:
+            carry, h, pre = self.update(carry, *inputs)
             return carry, (h, pre)
 
-        _, (hs, pres) = jax.lax.scan(step, self.initial(xs.shape[0], xw.dtype), xw, reverse=reverse)
-        ctx.record(pres.swapaxes(0, 1))
+        steps = (xw, None if tap is None else tap.swapaxes(0, 1))
+        _, (hs, pres) = jax.lax.scan(step, self.initial(xs.shape[0], xw.dtype), steps, reverse=reverse)
+        ctx.keep(pres.swapaxes(0, 1))
         return hs.swapaxes(0, 1)
+
+
+def _split_tap(tap: Array | None, sizes: tuple[int, ...]) -> list[Array | None]:
+    """A step's tap cut into the pieces of its pre-activations (Nones without a tap)."""
+    if tap is None:
+        return [None] * len(sizes)
+    return jnp.split(tap, list(itertools.accumulate(sizes[:-1])), axis=-1)
 
 
 class TanhCell(_Cell):
     """h' = tanh(W x + U h + b)."""
 
-    def update(self, carry: Array, xw: Array) -> tuple[Array, Array, Array]:
-        pre = xw + self.rec(carry)
+    def update(self, carry: Array, xw: Array, tap: Array | None) -> tuple[Array, Array, Array]:
+        pre = tapped(xw + self.rec(carry), tap)
         h = jnp.tanh(pre)
         return h, h, pre
 
@@ -89,11 +104,12 @@ class GRUCell(_Cell):
     n_gates = 3
     recurrent_bias = True
 
-    def update(self, carry: Array, xw: Array) -> tuple[Array, Array, Array]:
+    def update(self, carry: Array, xw: Array, tap: Array | None) -> tuple[Array, Array, Array]:
         rx, zx, nx = jnp.split(xw, 3, axis=-1)
         rh, zh, nh = jnp.split(self.rec(carry), 3, axis=-1)
-        r_pre, z_pre = rx + rh, zx + zh
-        n_pre = nx + jax.nn.sigmoid(r_pre) * nh
+        r_tap, z_tap, n_tap = _split_tap(tap, (self.hidden,) * 3)
+        r_pre, z_pre = tapped(rx + rh, r_tap), tapped(zx + zh, z_tap)
+        n_pre = tapped(nx + jax.nn.sigmoid(r_pre) * nh, n_tap)
         z = jax.nn.sigmoid(z_pre)
         h = (1.0 - z) * jnp.tanh(n_pre) + z * carry
         return h, h, jnp.concatenate([r_pre, z_pre, n_pre], axis=-1)
@@ -108,11 +124,13 @@ class LSTMCell(_Cell):
         zeros = jnp.zeros((n, self.hidden), dtype)
         return zeros, zeros
 
-    def update(self, carry: tuple[Array, Array], xw: Array) -> tuple[tuple[Array, Array], Array, Array]:
+    def update(self, carry: tuple[Array, Array], xw: Array, tap: Array | None
+               ) -> tuple[tuple[Array, Array], Array, Array]:
         c, h = carry
-        gates = xw + self.rec(h)
+        gates_tap, c_tap = _split_tap(tap, (4 * self.hidden, self.hidden))
+        gates = tapped(xw + self.rec(h), gates_tap)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        c = tapped(jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g), c_tap)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return (c, h), h, jnp.concatenate([gates, c], axis=-1)
 
@@ -153,11 +171,12 @@ class RNN(FamilyModel):
 
     def trajectory(self, x: Array, ctx: Ctx) -> Array:
         """Hidden states of the last layer, (N, T, hidden · directions)."""
-        h = as_sequence(x)
+        h = ctx.block(as_sequence(x))
         for i, layer in enumerate(self.layers):
             if i:
                 h = ctx.dropout(h, self.dropout)
-            h = jnp.concatenate([cell.run(h, ctx, reverse=d == 1) for d, cell in enumerate(layer)], axis=-1)
+            h = ctx.block(jnp.concatenate([cell.run(h, ctx, reverse=d == 1) for d, cell in enumerate(layer)],
+                                          axis=-1))
         return h
 
     def __call__(self, x: Array, ctx: Ctx | None = None) -> Array:

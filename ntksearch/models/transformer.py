@@ -7,6 +7,7 @@ Inputs become (N, T, F) (images (H, W, C) → T = H rows of W·C features). A li
 a final norm) or after it. Readout: the mean over tokens or the class token, then a linear head.
 Dropout (training mode) on each sub-layer's output. ``features_fn`` gives the input of each MLP activation
 (N, T, hidden); the attention softmax is a normalisation across tokens, not a unit nonlinearity, and is left out.
+The blocks (:class:`~ntksearch.models.layers.Ctx`) are the residual stream after each sub-layer (attention, MLP).
 """
 
 from __future__ import annotations
@@ -93,10 +94,10 @@ class EncoderBlock(nnx.Module):
 
     def __call__(self, h: Array, ctx: Ctx) -> Array:
         if self.pre_norm:
-            h = h + ctx.dropout(self.attn(self.norm1(h)), self.dropout)
-            return h + ctx.dropout(self.mlp(self.norm2(h), ctx), self.dropout)
-        h = self.norm1(h + ctx.dropout(self.attn(h), self.dropout))
-        return self.norm2(h + ctx.dropout(self.mlp(h, ctx), self.dropout))
+            h = ctx.block(h + ctx.dropout(self.attn(self.norm1(h)), self.dropout))
+            return ctx.block(h + ctx.dropout(self.mlp(self.norm2(h), ctx), self.dropout))
+        h = ctx.block(self.norm1(h + ctx.dropout(self.attn(h), self.dropout)))
+        return ctx.block(self.norm2(h + ctx.dropout(self.mlp(h, ctx), self.dropout)))
 
 
 class Transformer(FamilyModel):

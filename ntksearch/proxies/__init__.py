@@ -1,7 +1,10 @@
-"""Zero-cost proxies: a registry of named scores over (apply_fn, params, x, y), NTK-based and baselines."""
+"""Zero-cost proxies: a registry of named scores over (apply_fn, params, x, y): NTK-based, baselines, published."""
 
 from ntksearch.proxies import baselines as _baselines  # noqa: F401  (registers its groups)
 from ntksearch.proxies import ntk_proxies as _ntk_proxies  # noqa: F401  (registers its groups)
+from ntksearch.proxies import patterns as _patterns  # noqa: F401  (registers its groups)
+from ntksearch.proxies import published as _published  # noqa: F401  (registers its groups)
+from ntksearch.proxies.az_nas import AZ_NAS_TERMS, az_nas_rank_score
 from ntksearch.proxies.registry import (
     GROUPS,
     PROXIES,
@@ -17,6 +20,7 @@ from ntksearch.proxies.registry import (
 from ntksearch.proxies.score import DEFAULT_SCORE, LinearScore, ScoreTerm, fit_linear_score, score
 
 __all__ = [
+    "AZ_NAS_TERMS",
     "DEFAULT_SCORE",
     "GROUPS",
     "PROXIES",
@@ -27,6 +31,7 @@ __all__ = [
     "ProxyResult",
     "ProxyValue",
     "ScoreTerm",
+    "az_nas_rank_score",
     "compute_proxies",
     "fit_linear_score",
     "non_finite",

@@ -6,8 +6,8 @@ gradient proxies from a single gradient. ``compute_proxies`` runs each needed gr
 (later groups may read earlier groups' values), and times it.
 
 Inputs are :class:`ProxyInputs`: the one model interface ``apply_fn(params, x)`` plus optional extras a
-family provides (``state_fn``, ``features_fn``, counted ``flops``). Proxies that need an extra which is
-absent are skipped with a clear error when asked for by name.
+family provides (``state_fn``, ``features_fn``, ``probe_fn``, counted ``flops``). Proxies that need an extra
+which is absent are skipped with a clear error when asked for by name.
 
 Adding a proxy is one function and one line: write ``group(inputs, done) -> {name: ProxyValue}`` and
 register it and its proxies with :func:`register_group` (``after`` names groups whose values it reads from
@@ -75,6 +75,8 @@ class ProxyInputs:
       key: PRNG key for randomised proxies.
       state_fn: what the NTK is computed on (defaults to apply_fn).
       features_fn: ``(params, x) -> [pre-activations (N, ...)]`` for activation-pattern proxies.
+      probe_fn: ``(params, x, taps) -> Probe(logits, features, blocks)`` (:class:`ntksearch.models.base.ProbeFn`):
+        block outputs and additive taps, for proxies that need gradients with respect to activations.
       flops: counted forward FLOPs of one example, if known.
       ntk: estimation options for the NTK proxies.
     """
@@ -86,6 +88,7 @@ class ProxyInputs:
     key: Array
     state_fn: ApplyFn | None = None
     features_fn: Callable[[Params, Array], list[Array]] | None = None
+    probe_fn: Callable[..., Any] | None = None
     flops: int | None = None
     ntk: NTKOptions = field(default_factory=NTKOptions)
 
@@ -94,7 +97,7 @@ class ProxyInputs:
                    ) -> ProxyInputs:
         """Inputs from a :class:`ntksearch.models.BuiltModel` (anything with its attributes)."""
         return cls(model.apply_fn, model.params, x, y, key, state_fn=model.state_fn, features_fn=model.features_fn,
-                   flops=model.flops, ntk=ntk or NTKOptions())
+                   probe_fn=model.probe_fn, flops=model.flops, ntk=ntk or NTKOptions())
 
 
 GroupFn = Callable[[ProxyInputs, Mapping[str, ProxyValue]], dict[str, ProxyValue]]
@@ -110,7 +113,7 @@ class Proxy:
       description: one line for docs and ``--help``.
       sign: +1 when larger values are expected to mean better accuracy (the usual reading in the literature),
         -1 when smaller, 0 when unknown. Only a default direction: reports give both signs.
-      requires: the optional :class:`ProxyInputs` fields it needs (``features_fn``, ``flops``).
+      requires: the optional :class:`ProxyInputs` fields it needs (``features_fn``, ``probe_fn``, ``flops``).
     """
 
     name: str

@@ -7,6 +7,9 @@ Columns, in order:
 * ``rank_aggregate``: the mean over the recorded proxies with a registry sign of each proxy's rank among the
   completed trials (1 = best by that proxy; missing values rank last). An offline score only: it changes
   when trials are added, which is why searches do not optimise it (:mod:`ntksearch.search.objectives`);
+* ``az_nas`` (only when the four AZ-NAS terms were recorded): AZ-NAS's log-rank aggregate of those terms over
+  the completed trials (:func:`ntksearch.proxies.az_nas_rank_score`; larger is better), offline for the same
+  reason;
 * confirmation: ``val_accuracy``, ``val_loss``, ``diverged``, ``confirm_lr``, ``confirm_seconds``,
   ``confirm_selected`` (top/random), ``confirm_error``;
 * ``arch`` (the NAS-Bench-201 string for nb201, else the architecture JSON), ``param:<name>`` for every
@@ -31,7 +34,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from ntksearch.proxies import PROXIES
+from ntksearch.proxies import AZ_NAS_TERMS, PROXIES, az_nas_rank_score
 from ntksearch.search import attrs
 
 __all__ = ["leaderboard_frame", "objective_columns", "pareto_ranks"]
@@ -64,7 +67,10 @@ def leaderboard_frame(study: optuna.Study) -> pd.DataFrame:
         frame.insert(2 + len(objectives), "pareto_front", pd.array([pd.NA] * len(frame), dtype="Int64"))
         oriented = _oriented(frame.loc[complete, objectives], directions)
         frame.loc[complete, "pareto_front"] = pareto_ranks(oriented)
-    frame.insert(2 + len(objectives) + (len(directions) > 1), "rank_aggregate", _rank_aggregate(frame, complete))
+    position = 2 + len(objectives) + (len(directions) > 1)
+    frame.insert(position, "rank_aggregate", _rank_aggregate(frame, complete))
+    if all(term in frame for term in AZ_NAS_TERMS):
+        frame.insert(position + 1, "az_nas", _az_nas(frame, complete))
     frame = frame.iloc[_order(frame, complete, objectives, directions)].reset_index(drop=True)
     ranks = np.where(frame["state"] == TrialState.COMPLETE.name, np.arange(1, len(frame) + 1), 0)
     frame.insert(0, "rank", pd.array([r if r else pd.NA for r in ranks], dtype="Int64"))
@@ -143,6 +149,14 @@ def _rank_aggregate(frame: pd.DataFrame, complete: np.ndarray) -> pd.Series:
         oriented = oriented * [PROXIES[name].sign for name in ranked]
         oriented = oriented.where(np.isfinite(oriented))
         out[complete] = oriented.rank(ascending=False, method="average", na_option="bottom").mean(axis=1)
+    return out
+
+
+def _az_nas(frame: pd.DataFrame, complete: np.ndarray) -> pd.Series:
+    out = pd.Series(np.nan, index=frame.index)
+    if complete.any():
+        terms = frame.loc[complete, list(AZ_NAS_TERMS)].apply(pd.to_numeric, errors="coerce")
+        out[complete] = az_nas_rank_score(terms)
     return out
 
 

@@ -86,11 +86,13 @@ def proxy_quality(frame: pd.DataFrame, *, target: str = "val_accuracy", n_resamp
 
 
 def score_columns(frame: pd.DataFrame) -> dict[str, int]:
-    """Column → expected sign: objectives (their direction), ``rank_aggregate`` (−1), registry proxies."""
+    """Column → expected sign: objectives (their direction), ``rank_aggregate`` (−1), ``az_nas`` (+1), proxies."""
     columns = {name: 1 if direction == "maximize" else -1 for name, direction in
                zip(frame.attrs.get("objectives", []), frame.attrs.get("directions", []), strict=True)}
     if "rank_aggregate" in frame:
         columns["rank_aggregate"] = -1
+    if "az_nas" in frame:
+        columns["az_nas"] = 1
     columns.update({name: proxy.sign for name, proxy in PROXIES.items() if name in frame})
     return columns
 

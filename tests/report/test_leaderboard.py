@@ -14,6 +14,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from ntksearch.proxies import az_nas_rank_score
 from ntksearch.report import FORMATS, export_leaderboard, leaderboard_frame, markdown_table, pareto_ranks
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -66,6 +67,21 @@ def test_rank_aggregate_uses_registry_signs() -> None:
     # ntk_trace (sign +1) ranks trials 0, 2, 1; ntk_condition (sign −1) ranks 1, 0, 2; n_params (+1) 2, 1, 0
     assert frame.loc[[0, 1, 2], "rank_aggregate"].tolist() == pytest.approx([(1 + 2 + 3) / 3, (3 + 1 + 2) / 3,
                                                                              (2 + 3 + 1) / 3])
+
+
+def test_az_nas_column_aggregates_the_recorded_az_terms() -> None:
+    study = optuna.create_study(direction="maximize")
+    terms = {"az_expressivity": [1.0, 3.0, 2.0], "az_progressivity": [0.2, 0.1, 0.3],
+             "az_trainability": [-1.0, -2.0, -0.5], "az_complexity": [5.0, 6.0, 7.0]}
+    for i in range(3):
+        study.add_trial(_trial(i, [float(i)], {name: values[i] for name, values in terms.items()}))
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL))
+    frame = leaderboard_frame(study).set_index("trial")
+    expected = az_nas_rank_score(terms)
+    assert frame.loc[[0, 1, 2], "az_nas"].tolist() == pytest.approx(expected.tolist())
+    assert np.isnan(frame.loc[3, "az_nas"])
+    assert list(frame.columns[3:5]) == ["rank_aggregate", "az_nas"]
+    assert "az_nas" not in leaderboard_frame(single_objective_study())
 
 
 def test_multi_objective_pareto_front() -> None:

@@ -41,6 +41,13 @@ def test_signed_correlations_with_intervals() -> None:
     assert list(quality["n"].unique()) == [30]
 
 
+def test_az_nas_column_is_read_larger_is_better() -> None:
+    frame = _frame()
+    frame["az_nas"] = -frame["val_accuracy"]  # a perfectly wrong aggregate shows as such
+    row = proxy_quality(frame).set_index("column").loc["az_nas"]
+    assert row["expected_sign"] == 1 and row["spearman"] == -1 and row["top10_hit"] == 0
+
+
 def test_bootstrap_is_seeded() -> None:
     frame = _frame()
     once, again, other = (proxy_quality(frame, seed=seed, n_resamples=200) for seed in (1, 1, 2))

@@ -70,7 +70,7 @@ def test_grid_sampler_may_omit_trials(tmp_path: Path) -> None:
     assert experiment.make_sampler().__class__.__name__ == "GridSampler"
 
 
-ALL_PROXIES = "grad_norm, max_stable_lr, n_params"
+ALL_PROXIES = "ntk_lambda_max, ntk_trace, snip"
 MALFORMED = [
     # (overrides, key path, fragments of the message)
     ({"trails": 5}, "trails", ["unknown key", "allowed here: confirm, dataset, name, objective"]),
