@@ -109,6 +109,23 @@ def test_non_finite_model_fails_the_trial_and_the_search_goes_on(tmp_path: Path,
     assert complete.state == TrialState.COMPLETE
 
 
+def test_ntk_overflow_is_computed_or_fails_the_trial_never_a_silent_zero(tmp_path: Path, digits) -> None:
+    """init_scale 30: tr K² beyond float32, the effective rank is still computed (≈ 25, it used to be 0);
+    init_scale 3000: K itself is beyond float32, the trial fails and says so."""
+    space = {"family": "mlp", "hyperparameters": {"depth": 6, "width": 128,
+                                                  "init_scale": {"type": "categorical", "choices": [30.0, 3000.0]}}}
+    objective = ProxyObjective(load_space(write_space(tmp_path, space)), digits, proxies=[], batch_size=BATCH,
+                               objective="ntk_effective_rank")
+    study = optuna.create_study(directions=objective.directions,
+                                sampler=optuna.samplers.GridSampler({"init_scale": [30.0, 3000.0]}, seed=0))
+    study.optimize(objective, n_trials=2)
+    by_scale = {t.params["init_scale"]: t for t in study.trials}
+    assert by_scale[30.0].state == TrialState.COMPLETE and by_scale[30.0].value > 5
+    failed = by_scale[3000.0]
+    assert failed.state == TrialState.FAIL
+    assert "the NTK overflows float32" in failed.user_attrs["fail_reason"]
+
+
 def test_build_failure_fails_the_trial(tmp_path: Path) -> None:
     space = load_space(write_space(tmp_path, {"family": "cnn", "hyperparameters": {"stages": 1}}))
     rng = np.random.default_rng(0)
