@@ -21,18 +21,17 @@ objective); running or waiting trials follow, failed ones come last. ``frame.att
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from ntksearch.proxies import PROXIES
 from ntksearch.search import attrs
+from ntksearch.search.study import retry_links
 
 __all__ = ["leaderboard_frame", "objective_columns", "pareto_ranks"]
 
@@ -56,8 +55,10 @@ def leaderboard_frame(study: optuna.Study) -> pd.DataFrame:
     objectives = objective_columns(study)
     directions = ["maximize" if d == StudyDirection.MAXIMIZE else "minimize" for d in study.directions]
     confirmed = attrs.confirmations(study.user_attrs)
-    retried_as = _retries(trials)
-    frame = pd.DataFrame([_row(t, objectives, confirmed.get(t.number), retried_as.get(t.number)) for t in trials])
+    retried_as = retry_links(trials)
+    by_ctrl_c = attrs.interruptions(study.user_attrs)
+    frame = pd.DataFrame([_row(t, objectives, confirmed.get(t.number), retried_as.get(t.number), t.number in by_ctrl_c)
+                          for t in trials])
     frame = frame.reindex(columns=_column_order(frame, objectives))
     complete = (frame["state"] == TrialState.COMPLETE.name).to_numpy() if len(frame) else np.zeros(0, bool)
     if len(directions) > 1:
@@ -87,8 +88,8 @@ def pareto_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _row(trial: FrozenTrial, objectives: list[str], confirmed: dict[str, Any] | None, retry: int | None
-         ) -> dict[str, Any]:
+def _row(trial: FrozenTrial, objectives: list[str], confirmed: dict[str, Any] | None, retry: int | None,
+         ctrl_c: bool) -> dict[str, Any]:
     user = trial.user_attrs
     row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name}
     row.update(zip(objectives, trial.values or [np.nan] * len(objectives), strict=True))
@@ -105,17 +106,10 @@ def _row(trial: FrozenTrial, objectives: list[str], confirmed: dict[str, Any] | 
         row["duration_s"] = (trial.datetime_complete - trial.datetime_start).total_seconds()
     row["fail_reason"] = user.get(attrs.FAIL_REASON)
     if trial.state == TrialState.FAIL and row["fail_reason"] is None:
-        row["fail_reason"] = ("interrupted (its process died)" if retry is None else
-                              f"interrupted (its process died); retried as trial {retry}")
+        what = "interrupted by Ctrl-C (SIGINT)" if ctrl_c else "interrupted: its process was killed or died"
+        then = "not retried yet (run --resume retries it)" if retry is None else f"retried as trial {retry}"
+        row["fail_reason"] = f"{what}; {then}"
     return row
-
-
-def _retries(trials: list[FrozenTrial]) -> dict[int, int]:
-    """Failed trial number → the trial that retried it (RetryHeartbeatStaleTrialCallback's links)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return {RetryHeartbeatStaleTrialCallback.retry_history(t)[-1]: t.number for t in trials
-                if RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 
 def _column_order(frame: pd.DataFrame, objectives: list[str]) -> list[str]:
