@@ -57,8 +57,18 @@ def test_user_study_snippet_from_the_docstring(tmp_path: Path) -> None:
     study = namespace["study"]
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     stored = study.best_trial.user_attrs["proxies"]
-    assert set(stored) == set(PROXIES)  # by default every proxy the family supports
+    assert set(stored) == set(DEFAULT_SCORE.proxies)  # by default only the objective's proxies
     assert study.best_value == pytest.approx(DEFAULT_SCORE(stored))
+    again: dict = {}
+    exec(compile(snippet, "snippet", "exec"), again)  # seed=0 alone makes the study reproducible
+    assert [(t.params, t.values) for t in again["study"].trials] == [(t.params, t.values) for t in study.trials]
+
+
+def test_recording_every_proxy_on_request(tiny, digits) -> None:
+    objective = ProxyObjective(tiny, digits, proxies=None, batch_size=BATCH)
+    study = objective.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=1)
+    assert set(study.trials[0].user_attrs["proxies"]) == set(PROXIES)  # every proxy the family supports
 
 
 def test_trial_attributes(tiny, digits) -> None:
