@@ -56,7 +56,8 @@ _ARCH_WIDTH = 70
 _EPILOG = """\
 examples:
   ntksearch run experiments/quickstart.yaml                 search, confirm the best, write the leaderboard
-  ntksearch run experiments/quickstart.yaml --resume        continue a run that was interrupted
+  ntksearch run experiments/quickstart.yaml --resume        continue a run that was interrupted (Ctrl-C, kill)
+  ntksearch run experiments/quickstart.yaml --overwrite     start over: replace its study and leaderboard
   ntksearch run experiments/cnn.yaml --n-trials 200 --storage postgresql+psycopg2://u:p@host/db
   ntksearch worker experiments/cnn.yaml --storage postgresql+psycopg2://u:p@host/db   (on every machine)
   ntksearch leaderboard runs/quickstart --format csv html
@@ -305,8 +306,8 @@ def _validated(path: Path) -> str:
     try:
         check_dataset_fit(experiment, experiment.dataset.load())
         checked = ""
-    except DatasetNotFoundError:
-        checked = f" (dataset {experiment.dataset.name} is not installed here: sizes not checked against it)"
+    except DatasetNotFoundError as exc:
+        checked = f" (sizes not checked against the dataset: {exc})"
     return (f"experiment {experiment.name}, {experiment.space.family} space, objective "
             f"{experiment.objective.describe()}, sampler {experiment.sampler.name}{checked}")
 

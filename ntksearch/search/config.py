@@ -74,7 +74,7 @@ from ntksearch.search.objectives import Objective, parse_objective
 from ntksearch.search.samplers import SAMPLERS, make_sampler, parse_sampler_options
 from ntksearch.search.storage import StorageSpec, storage_problem
 from ntksearch.spaces import SearchSpace, load_space
-from ntksearch.validation import ConfigError, Node, load_yaml
+from ntksearch.validation import ConfigError, Node, is_file, load_yaml
 
 __all__ = [
     "ConfirmSpec",
@@ -91,6 +91,7 @@ _TOP_LEVEL_OPTIONAL = {"seed", "scoring", "objective", "record", "sampler", "tri
                        "study", "output", "confirm"}
 _RECORD_KEYWORDS = ("all", "objective")
 MIN_SCORING_BATCH = 2
+MAX_SEED = 2**32 - 1  # what numpy (and so every Optuna sampler) accepts as a seed
 _LARGEST_MODEL = 1 << 40  # state and parameter counts beyond any candidate: the NTK budget's worst case
 
 
@@ -192,7 +193,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if not _NAME.fullmatch(name):
         raise root["name"].error(f"{name!r} is not a plain name: use letters, digits, _ . - "
                                  "(it names the study and the output folder)")
-    seed = root["seed"].integer(minimum=0) if "seed" in keys else 0
+    seed = root["seed"].integer(minimum=0, maximum=MAX_SEED) if "seed" in keys else 0
     space = _space(root["space"], path)
     objective = parse_objective(root.get("objective"))
     sampler = _sampler(root.get("sampler"), space, seed)
@@ -201,7 +202,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if trials is None and timeout is None and sampler.name != "grid":
         raise root.error("set trials (total number of trials) and/or timeout (seconds); only the grid "
                          "sampler may omit both (it stops when the grid is exhausted)")
-    output = Path(root["output"].string()) if "output" in keys else Path("runs") / name
+    output = root["output"].file_path() if "output" in keys else Path("runs") / name
     return Experiment(
         name=name,
         path=path,
@@ -223,12 +224,12 @@ def load_experiment(path: str | Path) -> Experiment:
 
 def _relative(node: Node, config: Path) -> Path:
     """A path option: expanded, relative to the config file's folder unless absolute, and resolved."""
-    return (config.parent / Path(node.string()).expanduser()).resolve()
+    return (config.parent / node.file_path()).resolve()
 
 
 def _space(node: Node, config: Path) -> SearchSpace:
     space_path = _relative(node, config)
-    if not space_path.is_file():
+    if not is_file(space_path):
         raise node.error(f"search-space file {space_path} does not exist (relative paths are relative to "
                          f"the config file's folder {config.parent})")
     return load_space(space_path)

@@ -23,6 +23,8 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from ntksearch.validation import path_problem
+
 __all__ = [
     "JOURNAL_PREFIX",
     "RDB_SCHEMES",
@@ -57,8 +59,10 @@ class StorageSpec:
 
 def storage_problem(url: str) -> str | None:
     """Why ``url`` is not a storage URL this module opens, or ``None``."""
-    if url.startswith(JOURNAL_PREFIX):
-        return None if url[len(JOURNAL_PREFIX):] else "journal: needs a file path, e.g. journal:runs/x/study.log"
+    prefix = _local_prefix(url)
+    if prefix is not None:
+        problem = path_problem(url[len(prefix):])
+        return None if problem is None else f"storage {url!r} names no usable file: {problem}"
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else None
     if scheme in RDB_SCHEMES:
         return None
