@@ -16,9 +16,7 @@ Every problem is a :class:`~ntksearch.validation.ConfigError` naming the config 
 
 from __future__ import annotations
 
-import os
 import tempfile
-from pathlib import Path
 
 from ntksearch.data import Dataset
 from ntksearch.search.config import Experiment
@@ -53,22 +51,14 @@ def check_dataset_fit(experiment: Experiment, dataset: Dataset) -> None:
 
 
 def check_output(experiment: Experiment, *, create: bool) -> None:
-    """The output folder can be written: created (``create``) and probed with a temporary file, or, without
-    ``create`` (``ntksearch validate`` changes nothing), its nearest existing folder is writable."""
+    """The output folder can be written: created (``create``), or, without ``create`` (``ntksearch validate``
+    leaves nothing behind), its nearest existing folder; either is probed with a temporary folder."""
     folder = experiment.output
     try:
         if create:
             folder.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=folder).close()
-            return
-        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        probed = folder if create else next(p for p in (folder, *folder.parents) if p.exists())
+        tempfile.TemporaryDirectory(dir=probed).cleanup()
     except OSError as exc:
         raise ConfigError(experiment.path, "output", f"cannot write the output folder {folder}: "
                                                      f"{exc.strerror or exc}") from exc
-    if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
-        raise ConfigError(experiment.path, "output", f"cannot create the output folder {folder}: "
-                                                     f"{_describe(existing)} is not a writable folder")
-
-
-def _describe(path: Path) -> str:
-    return str(path) if path.is_dir() else f"{path} (a file)"

@@ -51,16 +51,21 @@ def test_run_search_checks_before_the_study_exists(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-def test_unwritable_output(tmp_path: Path) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    experiment = load_experiment(write_experiment(tmp_path, output=str(blocker / "run")))
+@pytest.mark.parametrize("output", ["a-file/run", "/proc/x"])  # a file in the way; a folder no one may write
+def test_unwritable_output(tmp_path: Path, output: str) -> None:
+    (tmp_path / "a-file").write_text("")
+    experiment = load_experiment(write_experiment(tmp_path, output=str(tmp_path / output)))
     for create in (False, True):
         with pytest.raises(ConfigError) as info:
             check_output(experiment, create=create)
-        assert info.value.key_path == "output" and str(blocker / "run") in info.value.message
+        assert info.value.key_path == "output"
+        assert info.value.message.startswith(f"cannot write the output folder {tmp_path / output}: ")
+
+
+def test_writable_output(tmp_path: Path) -> None:
     writable = load_experiment(write_experiment(tmp_path, output=str(tmp_path / "new" / "run")))
+    files = set(tmp_path.rglob("*"))
     check_output(writable, create=False)
-    assert not (tmp_path / "new").exists()  # validation creates nothing
+    assert set(tmp_path.rglob("*")) == files  # validation leaves nothing behind
     check_output(writable, create=True)
     assert (tmp_path / "new" / "run").is_dir() and not any((tmp_path / "new" / "run").iterdir())
