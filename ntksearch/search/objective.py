@@ -2,7 +2,6 @@
 
 Use it in your own study in a few lines::
 
-    import optuna
     from ntksearch.data import load_dataset
     from ntksearch.search import ProxyObjective
     from ntksearch.spaces import load_space

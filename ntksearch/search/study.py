@@ -8,8 +8,8 @@ finishing together may overshoot by up to one trial each, as the callback runs a
 **Resume.** ``run --resume`` continues a study whose previous run was interrupted, by Ctrl-C or by kill -9,
 in the same way. Completed and failed trials stay as they are, except interrupted ones: a trial still RUNNING
 (its process was killed: ``--resume`` asserts that no other process works on the study) is marked FAIL, a
-trial failed by Ctrl-C already is (:class:`~ntksearch.search.ProxyObjective` records the interruption), and
-the parameters of both are enqueued again through ``RetryHeartbeatStaleTrialCallback``, the same mechanism
+trial failed by Ctrl-C already is (:func:`run_search` records the interruption, :func:`record_interruption`),
+and the parameters of both are enqueued again through ``RetryHeartbeatStaleTrialCallback``, the same mechanism
 heartbeats use for workers, so the retry keeps a ``failed_trial`` link to it; then only the remaining trials
 run. Workers never touch running trials: on an RDB storage a dead worker's trial is failed and retried by the
 heartbeat after its grace period.
