@@ -1,7 +1,9 @@
 """The ``ntksearch`` command line: parse, call the library, print.
 
 Exit codes: 0 success; 1 unexpected error; 2 invalid config, space or arguments; 3 dataset missing;
-4 storage or study error (unreachable database, existing study without --resume, ...); 130 interrupted.
+4 storage or study error (unreachable database, existing study without --resume, ...); 5 nothing succeeded
+(every trial of the study failed, or the scored candidate failed); 130 interrupted. User errors print one
+line on stderr (``ntksearch: error: ...``), never a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 import jax
 import optuna
 import pandas as pd
+from optuna.trial import TrialState
 
 from ntksearch.data import DatasetNotFoundError
 from ntksearch.proxies import DEFAULT_SCORE
@@ -28,29 +32,32 @@ from ntksearch.search import (
     ProgressLine,
     StorageError,
     StorageSpec,
+    attrs,
     confirm_candidates,
     experiment_objective,
     load_experiment,
     run_search,
 )
+from ntksearch.search.preflight import check_dataset_fit, check_output
 from ntksearch.search.progress import best_summary
 from ntksearch.search.storage import JOURNAL_PREFIX
-from ntksearch.search.study import FINISHED, RUN_FILE, load_existing_study
+from ntksearch.search.study import FINISHED, LEADERBOARD_DIR, RUN_FILE, load_existing_study
 from ntksearch.spaces import load_space
 from ntksearch.validation import ConfigError, load_yaml
 
 __all__ = ["CACHE_ENV", "EXIT_CODES", "build_parser", "main"]
 
-EXIT_CODES = {"ok": 0, "unexpected": 1, "invalid": 2, "dataset": 3, "storage": 4, "interrupted": 130}
-LEADERBOARD_DIR = "leaderboard"
+EXIT_CODES = {"ok": 0, "unexpected": 1, "invalid": 2, "dataset": 3, "storage": 4, "failed": 5, "interrupted": 130}
 CACHE_ENV = "NTKSEARCH_JAX_CACHE"
 _TOP_ROWS = 5
+_REASONS_SHOWN = 3
 _ARCH_WIDTH = 70
 
 _EPILOG = """\
 examples:
   ntksearch run experiments/quickstart.yaml                 search, confirm the best, write the leaderboard
-  ntksearch run experiments/quickstart.yaml --resume        continue a run that was interrupted
+  ntksearch run experiments/quickstart.yaml --resume        continue a run that was interrupted (Ctrl-C, kill)
+  ntksearch run experiments/quickstart.yaml --overwrite     start over: replace its study and leaderboard
   ntksearch run experiments/cnn.yaml --n-trials 200 --storage postgresql+psycopg2://u:p@host/db
   ntksearch worker experiments/cnn.yaml --storage postgresql+psycopg2://u:p@host/db   (on every machine)
   ntksearch leaderboard runs/quickstart --format csv html
@@ -63,7 +70,7 @@ environment: NTKSEARCH_JAX_CACHE=<folder> keeps compiled XLA code between runs (
 ~/.cache/ntksearch/jax; empty: off)
 
 exit codes: 0 ok, 1 unexpected error, 2 invalid config/space/arguments, 3 dataset missing,
-4 storage or study error, 130 interrupted
+4 storage or study error, 5 every trial failed (run, worker) or the candidate failed (score), 130 interrupted
 """
 
 
@@ -79,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-trials", type=_positive(int), help="total trials of the study (overrides trials:)")
     run.add_argument("--timeout", type=_positive(float), help="stop starting trials after this many seconds")
     run.add_argument("--storage", help="storage URL (overrides storage:)")
-    run.add_argument("--resume", action="store_true", help="continue the existing study of this experiment")
+    restart = run.add_mutually_exclusive_group()
+    restart.add_argument("--resume", action="store_true", help="continue the existing study of this experiment")
+    restart.add_argument("--overwrite", action="store_true",
+                         help="start over: delete this experiment's study and the output folder's previous results")
     run.add_argument("--no-confirm", action="store_true", help="skip confirmation training")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -125,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), "storage")
     except KeyboardInterrupt:
         return _fail("interrupted (continue with --resume)", "interrupted")
+    except OSError as exc:  # an unreadable or unwritable file outside a config (--out, a run folder)
+        return _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), "unexpected")
     except Exception:
         traceback.print_exc()
         return EXIT_CODES["unexpected"]
@@ -140,8 +152,9 @@ def _run(args: argparse.Namespace) -> int:
         f"{dataset.name} {dataset.input_shape}, objective {experiment.objective.describe()}, "
         f"sampler {experiment.sampler.name}, {total or 'unlimited'} trials, storage {experiment.storage.url}")
     study = run_search(experiment, n_trials=args.n_trials, timeout=args.timeout, resume=args.resume,
-                       dataset=dataset, progress=None if args.quiet else ProgressLine(total))
-    if experiment.confirm is not None and not args.no_confirm:
+                       overwrite=args.overwrite, dataset=dataset, progress=None if args.quiet else ProgressLine(total))
+    failure = _all_failed(study)
+    if experiment.confirm is not None and not args.no_confirm and failure is None:
         say(f"confirmation training: top {experiment.confirm.top_k} + {experiment.confirm.random_k} random")
         confirm_candidates(study, experiment_objective(experiment, dataset), dataset, experiment.confirm, log=say)
     frame = leaderboard_frame(study)
@@ -150,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
     others = ", ".join(path.name for name, path in paths.items() if name != "html")
     print(f"{best_summary(study)}; leaderboard: {paths['html']} (and {others})")
     print(f"browse the study: optuna-dashboard {_dashboard_target(experiment.storage.url)}")
-    return EXIT_CODES["ok"]
+    return EXIT_CODES["ok"] if failure is None else _fail(failure, "failed")
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -160,7 +173,8 @@ def _worker(args: argparse.Namespace) -> int:
                        callbacks=[lambda _study, trial: mine.append(trial.number)])
     print(f"worker done: this process finished trials {sorted(mine)}; study {experiment.study} holds "
           f"{len(study.get_trials(deepcopy=False, states=FINISHED))} finished trials; {best_summary(study)}")
-    return EXIT_CODES["ok"]
+    failure = _all_failed(study)
+    return EXIT_CODES["ok"] if failure is None else _fail(failure, "failed")
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
@@ -204,8 +218,7 @@ def _score(args: argparse.Namespace) -> int:
     for name, value in evaluation.proxies.items():
         print(f"  {name:32s} {value.value: .6g} ± {value.stderr:.2g}")
     if evaluation.fail_reason is not None:
-        print(f"failed: {evaluation.fail_reason}")
-        return EXIT_CODES["ok"]
+        return _fail(f"candidate {number} failed: {evaluation.fail_reason}", "failed")
     values = {name: v.value for name, v in evaluation.proxies.items()}
     print(f"default score {DEFAULT_SCORE(values):.6g}")
     for name, value in zip(experiment.objective.names, evaluation.values or (), strict=True):
@@ -222,6 +235,17 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"INVALID {exc}", file=sys.stderr)
             status = EXIT_CODES["invalid"]
     return status
+
+
+def _all_failed(study: optuna.Study) -> str | None:
+    """Why nothing succeeded when the study holds finished trials but none completed, else ``None``."""
+    finished = study.get_trials(deepcopy=False, states=FINISHED)
+    if not finished or any(t.state == TrialState.COMPLETE for t in finished):
+        return None
+    reasons = Counter(t.user_attrs.get(attrs.FAIL_REASON, "no reason recorded") for t in finished)
+    common = "; ".join(f"{count} × {reason}" for reason, count in reasons.most_common(_REASONS_SHOWN))
+    more = f"; {len(reasons) - _REASONS_SHOWN} other reasons" if len(reasons) > _REASONS_SHOWN else ""
+    return f"no trial completed: {len(finished)} of {len(finished)} failed ({common}{more})"
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
@@ -268,14 +292,24 @@ def _use_compilation_cache() -> None:
 
 
 def _validated(path: Path) -> str:
-    """A one-line description of a valid experiment or space file; ConfigError otherwise."""
+    """A one-line description of a valid experiment or space file; ConfigError otherwise.
+
+    Experiments are also checked against their dataset and output folder (:mod:`ntksearch.search.preflight`),
+    creating nothing; a dataset that is not installed here is named, not an error.
+    """
     document = load_yaml(path)
     if isinstance(document, Mapping) and "family" in document:
         space = load_space(path)
         return f"search space, family {space.family}, {len(space.specs)} hyperparameters set"
     experiment = load_experiment(path)
+    check_output(experiment, create=False)
+    try:
+        check_dataset_fit(experiment, experiment.dataset.load())
+        checked = ""
+    except DatasetNotFoundError as exc:
+        checked = f" (sizes not checked against the dataset: {exc})"
     return (f"experiment {experiment.name}, {experiment.space.family} space, objective "
-            f"{experiment.objective.describe()}, sampler {experiment.sampler.name}")
+            f"{experiment.objective.describe()}, sampler {experiment.sampler.name}{checked}")
 
 
 def _json_object(text: str) -> dict:

@@ -16,7 +16,9 @@ import yaml
 __all__ = [
     "ConfigError",
     "Node",
+    "is_file",
     "load_yaml",
+    "path_problem",
 ]
 
 
@@ -43,6 +45,9 @@ def load_yaml(path: str | Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(path, "", f"invalid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:  # PyYAML's scalar constructors on
+        # malformed tagged values (!!int 'x', some !!timestamp) raise these instead of a YAMLError
+        raise ConfigError(path, "", f"invalid YAML: {type(exc).__name__}: {exc}") from exc
 
 
 class Node:
@@ -114,6 +119,14 @@ class Node:
             raise self.error(f"{self.value!r} is not allowed; choose one of: {', '.join(sorted(choices))}")
         return self.value
 
+    def file_path(self) -> Path:
+        """A file-system path (``~`` expanded): a non-empty string without NUL characters."""
+        text = self.string()
+        problem = path_problem(text)
+        if problem:
+            raise self.error(problem)
+        return Path(text).expanduser()
+
     def boolean(self) -> bool:
         if not isinstance(self.value, bool):
             raise self.error(f"expected true or false, got {_describe(self.value)}")
@@ -136,6 +149,27 @@ class Node:
             raise self.error(f"{self.value!r} must be > {minimum}")
         _check_range(self, value, None if exclusive_minimum else minimum, maximum)
         return value
+
+
+def path_problem(text: str) -> str | None:
+    """Why ``text`` cannot name a file (empty, a NUL character, an unknown ``~user``), or ``None``."""
+    if not text:
+        return "expected a file path, got an empty string"
+    if "\x00" in text:
+        return f"{text!r} is not a file path: it contains a NUL character"
+    try:
+        Path(text).expanduser()
+    except RuntimeError as exc:
+        return f"{text!r} is not a file path: {exc}"
+    return None
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, and False (not an OSError) where the name itself is unusable: too long, ..."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _check_range(node: Node, value: float, minimum: float | None, maximum: float | None) -> None:

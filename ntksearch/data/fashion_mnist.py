@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ntksearch.data.dataset import Dataset, DatasetError, DatasetNotFoundError, check_int
 from ntksearch.data.splits import subsample
+from ntksearch.validation import is_file
 
 __all__ = ["DEFAULT_ROOT", "FASHION_FILES", "FASHION_SPLIT", "load_fashion_mnist", "read_idx"]
 
@@ -35,7 +37,10 @@ _IDX_UBYTE = 0x08
 
 def read_idx(path: Path) -> np.ndarray:
     """Decode a gzipped IDX file of unsigned bytes (magic ``00 00 08 ndim``, big-endian uint32 dims)."""
-    raw = gzip.decompress(path.read_bytes())
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as exc:  # unreadable, truncated, not gzip
+        raise DatasetError(f"{path}: cannot read it as a gzipped IDX file ({exc})") from exc
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != _IDX_UBYTE:
         raise DatasetError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex()})")
     ndim = raw[3]
@@ -49,7 +54,7 @@ def read_idx(path: Path) -> np.ndarray:
 @functools.lru_cache(maxsize=2)
 def _decoded(root: Path) -> dict[str, np.ndarray]:
     """All four arrays of ``root`` converted to the shared conventions, read-only (cached)."""
-    missing = [name for name in FASHION_FILES.values() if not (root / name).is_file()]
+    missing = [name for name in FASHION_FILES.values() if not is_file(root / name)]
     if missing:
         raise DatasetNotFoundError(
             f"Fashion-MNIST not found: {', '.join(missing)} missing in {root}. Install Debian's package "

@@ -14,12 +14,14 @@ largest label + 1.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ntksearch.data.dataset import Dataset, DatasetError, DatasetNotFoundError, check_int
 from ntksearch.data.splits import stratified_split
+from ntksearch.validation import is_file
 
 __all__ = ["NPZ_KEYS", "load_file"]
 
@@ -132,14 +134,16 @@ def load_file(*, path: str | Path, label_column: str = "label", seed: int = 0, v
     seed = check_int("seed", seed, minimum=0)
     val_fraction = _check_fraction("val_fraction", val_fraction, allow_zero=False)
     test_fraction = _check_fraction("test_fraction", test_fraction, allow_zero=True)
-    if not path.is_file():
+    if not is_file(path):
         raise DatasetNotFoundError(f"dataset file {path} does not exist")
-    if path.suffix == ".npz":
-        splits = _read_npz(path)
-    elif path.suffix == ".csv":
-        splits = _read_csv(path, label_column)
-    else:
+    if path.suffix not in (".npz", ".csv"):
         raise DatasetError(f"{path}: unsupported file type {path.suffix!r}; use .npz or .csv")
+    try:
+        splits = _read_npz(path) if path.suffix == ".npz" else _read_csv(path, label_column)
+    except DatasetError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # unreadable, truncated, not that format
+        raise DatasetError(f"{path}: cannot read it as a {path.suffix} dataset ({type(exc).__name__}: {exc})") from exc
     if "val" not in splits or "test" not in splits:
         splits = _carve(str(path), splits, seed, val_fraction, test_fraction)
     n_classes = max(int(y.max()) for _, y in splits.values() if y.size) + 1

@@ -43,6 +43,8 @@ __all__ = [
     "Linearization",
     "NTKOperator",
     "adjoint_images",
+    "checked_output",
+    "checked_params",
     "flat_model",
     "images",
     "jvp_batch",
@@ -180,9 +182,14 @@ class NTKOperator:
 
     @classmethod
     def create(cls, apply_fn: ApplyFn, params: Params, x: Array) -> NTKOperator:
-        """Build the operator; evaluates the output shape abstractly (nothing is compiled or run)."""
-        leaves = jax.tree_util.tree_leaves(params)
-        out = jax.eval_shape(apply_fn, params, x)
+        """Build the operator; evaluates the output shape abstractly (nothing is compiled or run).
+
+        Raises:
+          ValueError: params has no leaves, or a leaf that is not a floating-point array (a Python number,
+            an integer array: they have no derivative), or ``apply_fn`` does not return one floating array.
+        """
+        leaves = checked_params(params)
+        out = checked_output(jax.eval_shape(apply_fn, params, x))
         n = math.prod(int(s) for s in out.shape)
         p = sum(math.prod(leaf.shape) for leaf in leaves)
         return cls(apply_fn, params, x, n, p, tuple(out.shape), jnp.result_type(*leaves))
@@ -198,6 +205,41 @@ class NTKOperator:
     def matvec(self, u: Array) -> Array:
         """K u = J (Jᵀ u) for u of shape (n,) or a block (b, n)."""
         return _single_or_batch(kvp_batch, self, u)
+
+
+def checked_params(params: Params) -> list[Array]:
+    """The leaves of ``params``, each a floating-point array; ValueError naming the first leaf that is not.
+
+    The NTK differentiates with respect to every leaf, so a Python number (not traceable as a parameter) or an
+    integer array (no derivative: it would silently drop out of J) is refused rather than guessed at.
+    """
+    with_paths = jax.tree_util.tree_leaves_with_path(params)
+    if not with_paths:
+        raise ValueError("params has no array leaves: the NTK K = J Jᵀ needs at least one parameter to "
+                         "differentiate with respect to")
+    for path, leaf in with_paths:
+        where = f"params{jax.tree_util.keystr(path)}"
+        if not hasattr(leaf, "dtype") or not hasattr(leaf, "shape"):
+            raise ValueError(f"{where} is a Python {type(leaf).__name__} ({leaf!r}), not an array; the NTK "
+                             "differentiates every leaf of params: pass parameters as float arrays "
+                             "(jnp.asarray) and close over constants in apply_fn")
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise ValueError(f"{where} has dtype {leaf.dtype} (shape {tuple(leaf.shape)}), which has no "
+                             "derivative, so it would drop out of the NTK; keep integer state out of params "
+                             "(close over it in apply_fn) or make it a float array")
+    return [leaf for _, leaf in with_paths]
+
+
+def checked_output(out: Any) -> jax.ShapeDtypeStruct:
+    """``apply_fn``'s (abstract) output, which must be one floating-point array; ValueError otherwise."""
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        count = f" of {len(out)} items" if isinstance(out, tuple | list | dict) else ""
+        raise ValueError(f"apply_fn(params, x) returned a {type(out).__name__}{count}; the NTK needs one array: "
+                         "return the model output alone (e.g. lambda p, x: model(p, x)[0])")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ValueError(f"apply_fn(params, x) returned an integer array ({out.dtype}); the NTK needs "
+                         "floating-point outputs")
+    return out
 
 
 def _single_or_batch(fn: Callable[..., Array], op: NTKOperator, w: Array) -> Array:

@@ -19,8 +19,8 @@ from ntksearch.report.quality import proxy_quality
 
 __all__ = ["FORMATS", "export_leaderboard", "markdown_table"]
 
-_MARKDOWN_COLUMNS = ["rank", "trial", "state", "pareto_front", "rank_aggregate", "val_accuracy", "diverged", "arch",
-                     "n_params", "flops", "fail_reason"]
+_MARKDOWN_COLUMNS = ["rank", "trial", "state", "fail_reason", "pareto_front", "rank_aggregate", "val_accuracy",
+                     "diverged", "arch", "n_params", "flops"]
 
 
 def _csv(frame: pd.DataFrame, quality: pd.DataFrame, path: Path) -> None:
@@ -44,7 +44,7 @@ def _json(frame: pd.DataFrame, quality: pd.DataFrame, path: Path) -> None:
 
 
 def _markdown(frame: pd.DataFrame, quality: pd.DataFrame, path: Path) -> None:
-    columns = [c for c in [*_MARKDOWN_COLUMNS[:3], *frame.attrs.get("objectives", []), *_MARKDOWN_COLUMNS[3:]]
+    columns = [c for c in [*_MARKDOWN_COLUMNS[:4], *frame.attrs.get("objectives", []), *_MARKDOWN_COLUMNS[4:]]
                if c in frame]
     text = f"# Leaderboard: {frame.attrs.get('study', '')}\n\n{markdown_table(frame[columns])}"
     if len(quality):
@@ -86,9 +86,12 @@ def export_leaderboard(study_or_frame: optuna.Study | pd.DataFrame, out_dir: str
         filename, write = FORMATS[name]
         write(frame, quality, out_dir / filename)
         written[name] = out_dir / filename
+    quality_file = out_dir / "proxy_quality.csv"
     if len(quality):
-        quality.to_csv(out_dir / "proxy_quality.csv", index=False)
-        written["quality"] = out_dir / "proxy_quality.csv"
+        quality.to_csv(quality_file, index=False)
+        written["quality"] = quality_file
+    else:  # not an earlier run's table beside this leaderboard
+        quality_file.unlink(missing_ok=True)
     return written
 
 

@@ -2,7 +2,8 @@
 
 Nothing is loaded from the network and no JavaScript runs: the plots are SVG with text drawn as paths,
 embedded in the page. Plots: the optimisation history (first objective per trial and the best so far), the
-Pareto front (several objectives: the first two), and each score column against confirmed accuracy.
+Pareto front (several objectives: the first two), and each score column against confirmed accuracy; scale
+quantities spanning two decades or more get log axes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; white-spac
 th { background: #f0f0f0; position: sticky; top: 0; }
 """
 _MAX_SCATTERS = 24
+_LOG_SPAN = 100.0
 
 
 def svg(fig) -> str:  # fig: matplotlib.figure.Figure
@@ -67,6 +69,9 @@ def leaderboard_html(frame: pd.DataFrame, quality: pd.DataFrame | None = None, *
 
 def _table(frame: pd.DataFrame) -> str:
     shown = frame.where(frame.notna(), np.nan)  # None in object columns: shown empty too
+    for column in shown.columns:  # nullable integers (rank, pareto_front): empty, not <NA>, when missing
+        if isinstance(shown[column].dtype, pd.api.extensions.ExtensionDtype):
+            shown[column] = shown[column].astype(object).where(shown[column].notna(), "")
     return f'<div class="table">{shown.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")}</div>'
 
 
@@ -81,6 +86,14 @@ def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
 
 
+def _log_if_scale(ax, axis: str, values: np.ndarray) -> None:
+    """A log axis for a scale quantity: positive values spanning at least ``_LOG_SPAN``× (NTK trace, Frobenius
+    norm, λ_max, parameter counts); on a linear axis they pile up at 0."""
+    finite = values[np.isfinite(values)]
+    if finite.size >= 2 and finite.min() > 0 and finite.max() >= _LOG_SPAN * finite.min():
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
 def _history(frame: pd.DataFrame, objective: str, direction: str) -> str:
     done = frame[frame["state"] == "COMPLETE"].sort_values("trial")
     fig, ax = _figure()
@@ -91,6 +104,7 @@ def _history(frame: pd.DataFrame, objective: str, direction: str) -> str:
     failed = frame.loc[frame["state"] == "FAIL", "trial"].to_numpy()
     if failed.size and y.size:
         ax.plot(failed, np.full(failed.size, np.nanmin(y)), "x", color="gray", label="failed")
+    _log_if_scale(ax, "y", y)
     ax.set(xlabel="trial", ylabel=objective, title="Optimisation history")
     ax.legend(fontsize=7)
     return svg(fig)
@@ -104,6 +118,8 @@ def _pareto(frame: pd.DataFrame, objectives: list[str]) -> str:
     ax.plot(x[~on_front], y[~on_front], "o", ms=3, alpha=0.5, color="gray", label="dominated")
     order = np.argsort(x[on_front])
     ax.plot(x[on_front][order], y[on_front][order], "o-", ms=4, color="C3", label="Pareto front")
+    _log_if_scale(ax, "x", x)
+    _log_if_scale(ax, "y", y)
     ax.set(xlabel=objectives[0], ylabel=objectives[1], title="Pareto front")
     ax.legend(fontsize=7)
     return svg(fig)
@@ -121,6 +137,7 @@ def _accuracy_scatters(frame: pd.DataFrame) -> str:
             continue
         fig, ax = _figure(3.2, 2.6)
         ax.plot(x[ok], accuracy[ok], "o", ms=4)
+        _log_if_scale(ax, "x", x[ok])
         ax.set(xlabel=column, ylabel="val accuracy")
         out.append(svg(fig))
     return "".join(out)

@@ -2,7 +2,8 @@
 
 Columns, in order:
 
-* ``rank`` (1 = best; empty for unfinished and failed trials), ``trial``, ``state``;
+* ``rank`` (1 = best; empty for unfinished and failed trials), ``trial``, ``state``, ``fail_reason`` (when
+  a trial failed: why, or how it was interrupted and whether it was retried);
 * ``objective:<name>`` for each objective; ``pareto_front`` (1 = non-dominated) for several objectives;
 * ``rank_aggregate``: the mean over the recorded proxies with a registry sign of each proxy's rank among the
   completed trials (1 = best by that proxy; missing values rank last). An offline score only: it changes
@@ -10,12 +11,13 @@ Columns, in order:
 * ``az_nas`` (only when the four AZ-NAS terms were recorded): AZ-NAS's log-rank aggregate of those terms over
   the completed trials (:func:`ntksearch.proxies.az_nas_rank_score`; larger is better), offline for the same
   reason;
-* confirmation: ``val_accuracy``, ``val_loss``, ``diverged``, ``confirm_lr``, ``confirm_seconds``,
-  ``confirm_selected`` (top/random), ``confirm_error``;
+* confirmation, for the fields some trial has: ``val_accuracy``, ``val_loss``, ``diverged``, ``confirm_lr``,
+  ``confirm_seconds``, ``confirm_selected`` (top/random), ``confirm_error``;
 * ``arch`` (the NAS-Bench-201 string for nb201, else the architecture JSON), ``param:<name>`` for every
-  sampled hyperparameter, ``n_params``, ``flops``;
+  sampled hyperparameter ``arch`` does not show already (the training ones: learning rate, optimizer...),
+  ``n_params``, ``flops``;
 * every recorded proxy ``<name>`` with ``<name>_stderr``;
-* ``seconds:build`` and ``seconds:<proxy group>``, ``duration_s`` (the whole trial), ``fail_reason``.
+* ``seconds:build`` and ``seconds:<proxy group>``, ``duration_s`` (the whole trial).
 
 Completed trials are ordered by the objective (several objectives: by Pareto front, then the first
 objective); running or waiting trials follow, failed ones come last. ``frame.attrs`` holds ``objectives``
@@ -24,18 +26,19 @@ objective); running or waiting trials follow, failed ones come last. ``frame.att
 
 from __future__ import annotations
 
-import warnings
+import json
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from ntksearch.models import nb201_edges
 from ntksearch.proxies import AZ_NAS_TERMS, PROXIES, az_nas_rank_score
 from ntksearch.search import attrs
+from ntksearch.search.study import retry_links
 
 __all__ = ["leaderboard_frame", "objective_columns", "pareto_ranks"]
 
@@ -59,21 +62,26 @@ def leaderboard_frame(study: optuna.Study) -> pd.DataFrame:
     objectives = objective_columns(study)
     directions = ["maximize" if d == StudyDirection.MAXIMIZE else "minimize" for d in study.directions]
     confirmed = attrs.confirmations(study.user_attrs)
-    retried_as = _retries(trials)
-    frame = pd.DataFrame([_row(t, objectives, confirmed.get(t.number), retried_as.get(t.number)) for t in trials])
+    retried_as = retry_links(trials)
+    by_ctrl_c = attrs.interruptions(study.user_attrs)
+    frame = pd.DataFrame([_row(t, objectives, confirmed.get(t.number), retried_as.get(t.number), t.number in by_ctrl_c)
+                          for t in trials])
     frame = frame.reindex(columns=_column_order(frame, objectives))
     complete = (frame["state"] == TrialState.COMPLETE.name).to_numpy() if len(frame) else np.zeros(0, bool)
+    after_objectives = frame.columns.get_loc(objectives[-1]) + 1
     if len(directions) > 1:
-        frame.insert(2 + len(objectives), "pareto_front", pd.array([pd.NA] * len(frame), dtype="Int64"))
+        frame.insert(after_objectives, "pareto_front", pd.array([pd.NA] * len(frame), dtype="Int64"))
         oriented = _oriented(frame.loc[complete, objectives], directions)
         frame.loc[complete, "pareto_front"] = pareto_ranks(oriented)
-    position = 2 + len(objectives) + (len(directions) > 1)
+    position = after_objectives + (len(directions) > 1)
     frame.insert(position, "rank_aggregate", _rank_aggregate(frame, complete))
     if all(term in frame for term in AZ_NAS_TERMS):
         frame.insert(position + 1, "az_nas", _az_nas(frame, complete))
     frame = frame.iloc[_order(frame, complete, objectives, directions)].reset_index(drop=True)
     ranks = np.where(frame["state"] == TrialState.COMPLETE.name, np.arange(1, len(frame) + 1), 0)
     frame.insert(0, "rank", pd.array([r if r else pd.NA for r in ranks], dtype="Int64"))
+    empty = [c for c in ("fail_reason", *_CONFIRM_COLUMNS.values()) if frame[c].isna().all()]
+    frame = frame.drop(columns=empty)
     frame.attrs.update(objectives=objectives, directions=directions, study=study.study_name)
     return frame
 
@@ -93,15 +101,16 @@ def pareto_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _row(trial: FrozenTrial, objectives: list[str], confirmed: dict[str, Any] | None, retry: int | None
-         ) -> dict[str, Any]:
+def _row(trial: FrozenTrial, objectives: list[str], confirmed: dict[str, Any] | None, retry: int | None,
+         ctrl_c: bool) -> dict[str, Any]:
     user = trial.user_attrs
     row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name}
     row.update(zip(objectives, trial.values or [np.nan] * len(objectives), strict=True))
     for key, column in _CONFIRM_COLUMNS.items():
         row[column] = (confirmed or {}).get(key)
     row["arch"] = user.get(attrs.NB201_ARCH, user.get(attrs.ARCH))
-    row.update({f"param:{name}": value for name, value in trial.params.items()})
+    shown = _shown_hyperparameters(user)
+    row.update({f"param:{name}": value for name, value in trial.params.items() if not _is_shown(name, shown)})
     row[attrs.N_PARAMS], row[attrs.FLOPS] = user.get(attrs.N_PARAMS), user.get(attrs.FLOPS)
     for name, value in user.get(attrs.PROXIES, {}).items():
         row[name] = value
@@ -111,28 +120,38 @@ def _row(trial: FrozenTrial, objectives: list[str], confirmed: dict[str, Any] | 
         row["duration_s"] = (trial.datetime_complete - trial.datetime_start).total_seconds()
     row["fail_reason"] = user.get(attrs.FAIL_REASON)
     if trial.state == TrialState.FAIL and row["fail_reason"] is None:
-        row["fail_reason"] = ("interrupted (its process died)" if retry is None else
-                              f"interrupted (its process died); retried as trial {retry}")
+        what = "interrupted by Ctrl-C (SIGINT)" if ctrl_c else "interrupted: its process was killed or died"
+        then = "not retried yet (run --resume retries it)" if retry is None else f"retried as trial {retry}"
+        row["fail_reason"] = f"{what}; {then}"
     return row
 
 
-def _retries(trials: list[FrozenTrial]) -> dict[int, int]:
-    """Failed trial number → the trial that retried it (RetryHeartbeatStaleTrialCallback's links)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return {RetryHeartbeatStaleTrialCallback.retry_history(t)[-1]: t.number for t in trials
-                if RetryHeartbeatStaleTrialCallback.retry_history(t)}
+def _shown_hyperparameters(user: dict[str, Any]) -> set[str]:
+    """The hyperparameter names the ``arch`` column shows (per-layer ones under their base name)."""
+    if attrs.NB201_ARCH in user:
+        return set(nb201_edges(user[attrs.NB201_ARCH]))
+    try:
+        arch = json.loads(user.get(attrs.ARCH) or "{}")
+    except ValueError:
+        return set()
+    return set(arch) if isinstance(arch, dict) else set()
+
+
+def _is_shown(param: str, shown: set[str]) -> bool:
+    """``param`` is a shown hyperparameter, or the i-th layer's value of one (``width_0``)."""
+    base, _, index = param.rpartition("_")
+    return param in shown or (index.isdigit() and base in shown)
 
 
 def _column_order(frame: pd.DataFrame, objectives: list[str]) -> list[str]:
-    fixed_head = ["trial", "state", *objectives, *_CONFIRM_COLUMNS.values(), "arch"]
+    fixed_head = ["trial", "state", "fail_reason", *objectives, *_CONFIRM_COLUMNS.values(), "arch"]
     params = sorted(c for c in frame.columns if c.startswith("param:"))
     head = fixed_head + params + [attrs.N_PARAMS, attrs.FLOPS]
     proxies = [c for name in PROXIES for c in (name, f"{name}_stderr") if c in frame.columns and c not in head]
     seconds = sorted(c for c in frame.columns if c.startswith("seconds:"))
     rest = [c for c in frame.columns if c not in head and c not in proxies and c not in seconds
-            and c not in ("duration_s", "fail_reason")]
-    return head + proxies + rest + seconds + ["duration_s", "fail_reason"]
+            and c != "duration_s"]
+    return head + proxies + rest + seconds + ["duration_s"]
 
 
 def _oriented(values: pd.DataFrame, directions: list[str]) -> np.ndarray:

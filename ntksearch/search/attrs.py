@@ -11,8 +11,9 @@ Per trial (``trial.user_attrs``), written by :class:`~ntksearch.search.ProxyObje
 * ``fail_reason``: why a FAIL trial failed (build error, non-finite model or objective);
 * ``worker``: ``host:pid`` of the process that scored it (several workers may share one study).
 
-Per study (``study.user_attrs``): ``ntksearch`` (what the study was created from, checked on resume) and
-``confirm:<trial number>``, one confirmation-training result per trained candidate.
+Per study (``study.user_attrs``): ``ntksearch`` (what the study was created from, checked on resume),
+``confirm:<trial number>``, one confirmation-training result per trained candidate, and
+``interrupted:<trial number>`` (``"SIGINT"``) for each trial a Ctrl-C failed (``run --resume`` retries them).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "CONFIRM_PREFIX",
     "FAIL_REASON",
     "FLOPS",
+    "INTERRUPTED_PREFIX",
     "METADATA",
     "NB201_ARCH",
     "NON_FINITE",
@@ -35,6 +37,8 @@ __all__ = [
     "WORKER",
     "confirm_key",
     "confirmations",
+    "interrupted_key",
+    "interruptions",
 ]
 
 PROXIES = "proxies"
@@ -49,6 +53,7 @@ FAIL_REASON = "fail_reason"
 WORKER = "worker"
 METADATA = "ntksearch"
 CONFIRM_PREFIX = "confirm:"
+INTERRUPTED_PREFIX = "interrupted:"
 
 
 def confirm_key(number: int) -> str:
@@ -58,5 +63,18 @@ def confirm_key(number: int) -> str:
 
 def confirmations(study_attrs: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
     """Trial number → confirmation result, from ``study.user_attrs``."""
-    return {int(key[len(CONFIRM_PREFIX):]): value for key, value in study_attrs.items()
-            if key.startswith(CONFIRM_PREFIX)}
+    return _numbered(study_attrs, CONFIRM_PREFIX)
+
+
+def interrupted_key(number: int) -> str:
+    """The study attribute recording that trial ``number`` was interrupted by Ctrl-C."""
+    return f"{INTERRUPTED_PREFIX}{number}"
+
+
+def interruptions(study_attrs: Mapping[str, Any]) -> dict[int, str]:
+    """Trial number → the signal that interrupted it (``"SIGINT"``), from ``study.user_attrs``."""
+    return _numbered(study_attrs, INTERRUPTED_PREFIX)
+
+
+def _numbered(study_attrs: Mapping[str, Any], prefix: str) -> dict[int, Any]:
+    return {int(key[len(prefix):]): value for key, value in study_attrs.items() if key.startswith(prefix)}

@@ -11,7 +11,7 @@ Annotated example (``experiments/quickstart.yaml`` is a real one)::
     #   {name: file, path: data/mine.npz}            # .npz or .csv: path, label_column, seed, val_fraction...
     space: ../search_spaces/mlp.yaml  # required: a search-space file (relative paths: to this file)
     scoring:                          # optional
-      batch_size: 64                  # the fixed class-balanced scoring batch (default 64)
+      batch_size: 64                  # the fixed class-balanced scoring batch (default 64, at least 2)
       ntk: {method: auto, rtol: 0.05} # NTK estimation (ntksearch.proxies.NTKOptions): method, rtol,
                                       #   max_matvecs, lanczos_iters, lanczos_rtol
     objective: default_score         # default; the forms are below
@@ -66,14 +66,15 @@ from typing import Any
 import optuna
 
 from ntksearch.data import DATASETS, Dataset, DatasetError, dataset_options, load_dataset
-from ntksearch.ntk import METHODS
+from ntksearch.ntk import METHODS, QUANTITIES
+from ntksearch.ntk.estimators import plan_estimate
 from ntksearch.proxies import PROXIES, NTKOptions
 from ntksearch.search.objective import DEFAULT_BATCH_SIZE
 from ntksearch.search.objectives import Objective, parse_objective
 from ntksearch.search.samplers import SAMPLERS, make_sampler, parse_sampler_options
 from ntksearch.search.storage import StorageSpec, storage_problem
 from ntksearch.spaces import SearchSpace, load_space
-from ntksearch.validation import ConfigError, Node, load_yaml
+from ntksearch.validation import ConfigError, Node, is_file, load_yaml
 
 __all__ = [
     "ConfirmSpec",
@@ -89,6 +90,9 @@ _TOP_LEVEL_REQUIRED = {"name", "dataset", "space"}
 _TOP_LEVEL_OPTIONAL = {"seed", "scoring", "objective", "record", "sampler", "trials", "timeout", "storage",
                        "study", "output", "confirm"}
 _RECORD_KEYWORDS = ("all", "objective")
+MIN_SCORING_BATCH = 2
+MAX_SEED = 2**32 - 1  # what numpy (and so every Optuna sampler) accepts as a seed
+_LARGEST_MODEL = 1 << 40  # state and parameter counts beyond any candidate: the NTK budget's worst case
 
 
 @dataclass(frozen=True)
@@ -189,7 +193,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if not _NAME.fullmatch(name):
         raise root["name"].error(f"{name!r} is not a plain name: use letters, digits, _ . - "
                                  "(it names the study and the output folder)")
-    seed = root["seed"].integer(minimum=0) if "seed" in keys else 0
+    seed = root["seed"].integer(minimum=0, maximum=MAX_SEED) if "seed" in keys else 0
     space = _space(root["space"], path)
     objective = parse_objective(root.get("objective"))
     sampler = _sampler(root.get("sampler"), space, seed)
@@ -198,7 +202,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if trials is None and timeout is None and sampler.name != "grid":
         raise root.error("set trials (total number of trials) and/or timeout (seconds); only the grid "
                          "sampler may omit both (it stops when the grid is exhausted)")
-    output = Path(root["output"].string()) if "output" in keys else Path("runs") / name
+    output = root["output"].file_path() if "output" in keys else Path("runs") / name
     return Experiment(
         name=name,
         path=path,
@@ -220,12 +224,12 @@ def load_experiment(path: str | Path) -> Experiment:
 
 def _relative(node: Node, config: Path) -> Path:
     """A path option: expanded, relative to the config file's folder unless absolute, and resolved."""
-    return (config.parent / Path(node.string()).expanduser()).resolve()
+    return (config.parent / node.file_path()).resolve()
 
 
 def _space(node: Node, config: Path) -> SearchSpace:
     space_path = _relative(node, config)
-    if not space_path.is_file():
+    if not is_file(space_path):
         raise node.error(f"search-space file {space_path} does not exist (relative paths are relative to "
                          f"the config file's folder {config.parent})")
     return load_space(space_path)
@@ -271,13 +275,43 @@ def _scoring(node: Node | None) -> ScoringSpec:
     if node is None:
         return ScoringSpec()
     keys = node.mapping(optional={"batch_size", "ntk"})
-    batch_size = node["batch_size"].integer(minimum=1) if "batch_size" in keys else ScoringSpec.batch_size
+    batch_size = ScoringSpec.batch_size
+    if "batch_size" in keys:
+        batch_size = node["batch_size"].integer()
+        if batch_size < MIN_SCORING_BATCH:
+            raise node["batch_size"].error(f"{batch_size} is below the minimum {MIN_SCORING_BATCH}: the centred "
+                                           "label alignment of one example is undefined (its centred label is 0)")
     ntk = NTKOptions()
     if "ntk" in keys:
         ntk_node = node["ntk"]
         ntk_keys = ntk_node.mapping(optional=_NTK_CHECKS)
         ntk = NTKOptions(**{key: _NTK_CHECKS[key](ntk_node[key]) for key in ntk_keys})
+        if "max_matvecs" in ntk_keys or "method" in ntk_keys:
+            _check_ntk_budget(ntk_node["max_matvecs" if "max_matvecs" in ntk_keys else "method"], ntk)
     return ScoringSpec(batch_size, ntk)
+
+
+def _check_ntk_budget(node: Node, ntk: NTKOptions) -> None:
+    """A randomised method's fixed part and ``min_blocks`` probe blocks must fit ``max_matvecs`` for every
+    candidate; the largest model is the worst case (no cap on the sketch), so plan for it. ``exact`` depends on
+    the scoring batch and is checked against the dataset (:mod:`ntksearch.search.preflight`)."""
+    if ntk.method == "exact":
+        return
+    problem = _plan_problem(ntk, ntk.max_matvecs)
+    if problem is None:
+        return
+    next_fit = next(m for m in range(ntk.max_matvecs + 1, 1 << 20) if _plan_problem(ntk, m) is None)
+    raise node.error(f"max_matvecs = {ntk.max_matvecs} AD passes are too few for NTK method {ntk.method} "
+                     f"({problem}); the next budget that fits every candidate is {next_fit}")
+
+
+def _plan_problem(ntk: NTKOptions, max_matvecs: int) -> str | None:
+    try:
+        plan_estimate(ntk.method, _LARGEST_MODEL, _LARGEST_MODEL, max_matvecs=max_matvecs, wanted=QUANTITIES,
+                      n_labels=2, sketch_size=ntk.sketch_size)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _record(node: Node | None) -> tuple[str, ...] | None:

@@ -2,18 +2,19 @@
 
 Use it in your own study in a few lines::
 
-    import optuna
     from ntksearch.data import load_dataset
     from ntksearch.search import ProxyObjective
     from ntksearch.spaces import load_space
 
     objective = ProxyObjective(load_space("search_spaces/mlp.yaml"), load_dataset("digits"), seed=0)
-    study = optuna.create_study(directions=objective.directions, sampler=optuna.samplers.TPESampler(seed=0))
+    study = objective.create_study()  # the objective's directions and a TPE sampler seeded with seed
     study.optimize(objective, n_trials=20)
     print(study.best_trial.params, study.best_trial.user_attrs["proxies"])
 
 Each trial samples a point of the space, builds the candidate, computes its proxies on one fixed scoring
-batch and returns the objective value(s). Everything is stored as trial user attributes
+batch and returns the objective value(s). Only the objective's proxies are computed unless ``proxies=`` asks
+for more (``proxies=None``: every proxy the family supports, several times slower: each proxy group compiles
+per new architecture). Everything is stored as trial user attributes
 (:mod:`ntksearch.search.attrs`). A candidate that cannot be built (the builder raises ``ValueError``, e.g. a
 ``ConfigError``), whose outputs are not finite (``NonFiniteModelError``) or whose objective is not finite
 returns ``nan``: Optuna marks the trial FAIL (no ``catch=`` needed), its ``fail_reason`` says why, and the
@@ -22,6 +23,8 @@ baseline's degenerate value should not discard a candidate); they are listed in 
 
 Randomness is reproducible: candidate ``n`` of a search with ``seed`` uses the keys of
 :func:`candidate_keys` (initialisation, proxies, training), so it can be rebuilt exactly from its stored params.
+``seed`` also fixes the scoring batch and, through :meth:`ProxyObjective.create_study`, the sampler: a study of
+your own made with ``optuna.create_study`` is reproducible only if you seed its sampler too.
 """
 
 from __future__ import annotations
@@ -111,12 +114,13 @@ class ProxyObjective:
       space: the search space (:func:`ntksearch.spaces.load_space`).
       data: a :class:`~ntksearch.data.Dataset` (a class-balanced scoring batch of ``batch_size`` examples is
         drawn from its training split with ``seed``) or a fixed batch ``(x (N, ...), y_onehot (N, C))``.
-      proxies: proxies to record besides the objective's; ``None``: every registered proxy the candidate's
-        family supports. Each proxy group compiles once per new architecture (seconds on a CPU), so pass
-        ``[]`` to compute only what the objective needs.
+      proxies: proxies to record besides the objective's (default: none, only what the objective needs);
+        ``None``: every registered proxy the candidate's family supports. Each proxy group compiles once per
+        new architecture (seconds on a CPU): recording everything makes a search several times slower.
       objective: what to optimise (:func:`ntksearch.search.objectives.as_objective`: ``None`` for the default
         score, a proxy name, a list for a Pareto front, ...).
-      seed: seeds every candidate's keys (:func:`candidate_keys`) and the scoring batch.
+      seed: seeds every candidate's keys (:func:`candidate_keys`), the scoring batch and the sampler of
+        :meth:`create_study`.
       ntk: NTK estimation options.
       batch_size: scoring batch size when ``data`` is a dataset.
       max_cached_architectures: compiled programs of at most this many distinct architectures are kept in the
@@ -131,7 +135,7 @@ class ProxyObjective:
     """
 
     def __init__(self, space: SearchSpace, data: Dataset | tuple[np.ndarray, np.ndarray], *,
-                 proxies: Iterable[str] | None = None, objective: Any = None, seed: int = 0,
+                 proxies: Iterable[str] | None = (), objective: Any = None, seed: int = 0,
                  ntk: NTKOptions | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  max_cached_architectures: int = 32):
         self.space = space
@@ -152,6 +156,12 @@ class ProxyObjective:
     @property
     def directions(self) -> list[str]:
         return self.objective.directions
+
+    def create_study(self, **kwargs: Any) -> optuna.Study:
+        """``optuna.create_study(**kwargs)`` with this objective's directions and, unless ``sampler=`` is given,
+        a TPE sampler seeded with ``seed``, so that the study is reproducible from ``seed`` alone."""
+        kwargs.setdefault("sampler", optuna.samplers.TPESampler(seed=self.seed))
+        return optuna.create_study(directions=self.directions, **kwargs)
 
     def proxy_names(self, inputs: ProxyInputs) -> list[str]:
         """The objective's proxies, then the recorded ones (all those ``inputs`` support when not restricted)."""

@@ -23,18 +23,22 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from ntksearch.validation import path_problem
+
 __all__ = [
     "JOURNAL_PREFIX",
     "RDB_SCHEMES",
     "StorageError",
     "StorageSpec",
     "absolute_url",
+    "local_file",
     "make_storage",
     "storage_problem",
 ]
 
 JOURNAL_PREFIX = "journal:"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+_LOCAL_PREFIXES = ("sqlite:///", JOURNAL_PREFIX)
 _ATTEMPTS = 3  # opening an empty database creates Optuna's schema; a worker losing that race retries
 _RETRY_SECONDS = 0.5
 
@@ -55,8 +59,10 @@ class StorageSpec:
 
 def storage_problem(url: str) -> str | None:
     """Why ``url`` is not a storage URL this module opens, or ``None``."""
-    if url.startswith(JOURNAL_PREFIX):
-        return None if url[len(JOURNAL_PREFIX):] else "journal: needs a file path, e.g. journal:runs/x/study.log"
+    prefix = _local_prefix(url)
+    if prefix is not None:
+        problem = path_problem(url[len(prefix):])
+        return None if problem is None else f"storage {url!r} names no usable file: {problem}"
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else None
     if scheme in RDB_SCHEMES:
         return None
@@ -66,27 +72,38 @@ def storage_problem(url: str) -> str | None:
 
 def absolute_url(url: str) -> str:
     """``url`` with a relative SQLite or journal file path made absolute (for ``run.json``)."""
-    for prefix in ("sqlite:///", JOURNAL_PREFIX):
-        if url.startswith(prefix):
-            return prefix + str(Path(url[len(prefix):]).expanduser().resolve())
-    return url
+    local = local_file(url)
+    return url if local is None else _local_prefix(url) + str(local.resolve())
+
+
+def local_file(url: str) -> Path | None:
+    """The file of a SQLite or journal URL, or ``None`` for a database server."""
+    prefix = _local_prefix(url)
+    return None if prefix is None else Path(url[len(prefix):]).expanduser()
+
+
+def _local_prefix(url: str) -> str | None:
+    return next((prefix for prefix in _LOCAL_PREFIXES if url.startswith(prefix)), None)
 
 
 def make_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
     """Open (creating if needed) the storage of ``spec``; the parent folder of a local file is created.
 
     Raises:
-      StorageError: a bad URL, a missing database driver, or a database that cannot be reached.
+      StorageError: a bad URL, a missing database driver, a database that cannot be reached, or a folder that
+        cannot be created.
     """
     problem = storage_problem(spec.url)
     if problem is not None:
         raise StorageError(problem)
+    local = local_file(spec.url)
+    if local is not None:
+        try:
+            local.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the folder of storage {spec.url}: {exc.strerror or exc}") from exc
     if spec.url.startswith(JOURNAL_PREFIX):
-        path = Path(spec.url[len(JOURNAL_PREFIX):]).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if spec.url.startswith("sqlite:///"):
-        Path(spec.url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(local)))
     attempt = 1
     while True:
         try:

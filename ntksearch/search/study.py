@@ -5,12 +5,18 @@ study: each process opens the study (``load_if_exists``), then optimises until t
 finished trials (COMPLETE + FAIL, counted over every process by Optuna's ``MaxTrialsCallback``; workers
 finishing together may overshoot by up to one trial each, as the callback runs after a trial ends).
 
-**Resume.** ``run --resume`` continues a study whose previous run was killed. Completed and failed trials
-stay as they are; every trial still RUNNING (its process is dead: ``--resume`` asserts that no other process
-works on the study) is marked FAIL and its parameters are enqueued again through
-``RetryHeartbeatStaleTrialCallback``, the same mechanism heartbeats use for workers, so the retry keeps a
-``failed_trial`` link to it; then only the remaining trials run. Workers never touch running trials: on an
-RDB storage a dead worker's trial is failed and retried by the heartbeat after its grace period.
+**Resume.** ``run --resume`` continues a study whose previous run was interrupted, by Ctrl-C or by kill -9,
+in the same way. Completed and failed trials stay as they are, except interrupted ones: a trial still RUNNING
+(its process was killed: ``--resume`` asserts that no other process works on the study) is marked FAIL, a
+trial failed by Ctrl-C already is (:func:`run_search` records the interruption, :func:`record_interruption`),
+and the parameters of both are enqueued again through ``RetryHeartbeatStaleTrialCallback``, the same mechanism
+heartbeats use for workers, so the retry keeps a ``failed_trial`` link to it; then only the remaining trials
+run. Workers never touch running trials: on an RDB storage a dead worker's trial is failed and retried by the
+heartbeat after its grace period.
+
+**Output folders.** ``<output>/run.json`` names the study whose results the folder holds; a run of another
+study (another storage or study name) refuses to reuse the folder unless ``--resume`` or ``--overwrite``
+(:func:`claim_output`); ``--overwrite`` starts over, deleting the experiment's own study too.
 
 **Sampler seeds.** A new study's sampler is seeded with the experiment's ``seed``, so an uninterrupted run is
 reproducible; a resumed run or a worker derives another seed (:func:`sampler_seed`) so that it does not replay
@@ -19,9 +25,11 @@ the random draws of the first process and propose the same candidates again.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import secrets
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,16 +45,21 @@ from ntksearch.data import Dataset
 from ntksearch.search import attrs
 from ntksearch.search.config import Experiment
 from ntksearch.search.objective import ProxyObjective
-from ntksearch.search.storage import StorageError, StorageSpec, absolute_url, make_storage
+from ntksearch.search.preflight import check_dataset_fit, check_output
+from ntksearch.search.storage import StorageError, StorageSpec, absolute_url, local_file, make_storage
 
 __all__ = [
     "FINISHED",
+    "LEADERBOARD_DIR",
     "RUN_FILE",
     "StudyError",
+    "claim_output",
     "experiment_objective",
     "load_existing_study",
     "open_study",
+    "record_interruption",
     "recover_interrupted",
+    "retry_links",
     "run_search",
     "sampler_seed",
     "study_identity",
@@ -55,6 +68,7 @@ __all__ = [
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
 RUN_FILE = "run.json"
+LEADERBOARD_DIR = "leaderboard"
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -80,12 +94,14 @@ def study_identity(experiment: Experiment) -> dict[str, Any]:
     }
 
 
-def open_study(experiment: Experiment, *, resume: bool = False, join: bool = False) -> optuna.Study:
+def open_study(experiment: Experiment, *, resume: bool = False, join: bool = False, overwrite: bool = False
+               ) -> optuna.Study:
     """Create or open the experiment's study.
 
     Args:
       resume: continue an existing study of this experiment (recovering its interrupted trials).
       join: a worker: open the study whatever it holds, never touching running trials.
+      overwrite: start over: delete the experiment's study from the storage first, if it exists.
 
     Raises:
       StudyError: the study holds trials and neither ``resume`` nor ``join`` is set, or it was created from a
@@ -94,6 +110,8 @@ def open_study(experiment: Experiment, *, resume: bool = False, join: bool = Fal
     """
     storage = make_storage(experiment.storage)
     identity = study_identity(experiment)
+    if overwrite and experiment.study in optuna.get_all_study_names(storage=storage):
+        optuna.delete_study(study_name=experiment.study, storage=storage)
     try:
         study = optuna.create_study(storage=storage, study_name=experiment.study, load_if_exists=True,
                                     directions=experiment.objective.directions)
@@ -113,8 +131,8 @@ def open_study(experiment: Experiment, *, resume: bool = False, join: bool = Fal
                          f"experiment ({', '.join(changed)} changed); use another study name or output folder")
     if not (resume or join) and study.get_trials(deepcopy=False):
         raise StudyError(f"study {experiment.study!r} in {experiment.storage.url} already has "
-                         f"{len(study.get_trials(deepcopy=False))} trials: pass --resume to continue it, or choose "
-                         "a new output folder (output:) or study name")
+                         f"{len(study.get_trials(deepcopy=False))} trials: pass --resume to continue it, "
+                         "--overwrite to start over, or choose a new output folder (output:) or study name")
     if resume:
         recover_interrupted(study, max_retry=experiment.storage.max_retry)
     return study
@@ -134,50 +152,107 @@ def sampler_seed(seed: int, n_trials: int, *, worker: bool = False) -> int:
 
 
 def recover_interrupted(study: optuna.Study, *, max_retry: int) -> list[int]:
-    """Fail every RUNNING trial and enqueue its parameters again; returns the failed trial numbers.
+    """Retry every interrupted trial once more; returns their numbers.
 
-    Only for a study no live process works on (``run --resume``).
+    Interrupted trials are those still RUNNING (their process was killed or died; they are marked FAIL first)
+    and those failed by Ctrl-C (:func:`~ntksearch.search.attrs.interruptions`) that were not retried yet. Their
+    parameters are enqueued again through ``RetryHeartbeatStaleTrialCallback`` (at most ``max_retry`` times
+    per candidate), without their user attributes. Only for a study no live process works on
+    (``run --resume``).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    trials = study.get_trials(deepcopy=False)
+    retried, by_ctrl_c = retry_links(trials), attrs.interruptions(study.user_attrs)
     numbers = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(trial.number, state=TrialState.FAIL)
-        retry(study, study.trials[trial.number])
+    for trial in trials:
+        if trial.state == TrialState.RUNNING:
+            study.tell(trial.number, state=TrialState.FAIL)
+        elif not (trial.state == TrialState.FAIL and trial.number in by_ctrl_c and trial.number not in retried):
+            continue
+        candidate = copy.deepcopy(trial)
+        candidate.user_attrs = {}
+        retry(study, candidate)
         numbers.append(trial.number)
     return numbers
+
+
+def retry_links(trials: Sequence[FrozenTrial]) -> dict[int, int]:
+    """Interrupted trial number → the number of the trial that retried it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return {RetryHeartbeatStaleTrialCallback.retry_history(t)[-1]: t.number for t in trials
+                if RetryHeartbeatStaleTrialCallback.retry_history(t)}
+
+
+def claim_output(experiment: Experiment, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Keep the results of another study in the output folder from being overwritten.
+
+    The folder's ``run.json`` names the storage and study whose results it holds. When they are not this
+    experiment's, refuse (``StudyError``) unless ``resume`` or ``overwrite``. With ``overwrite`` the folder's
+    previous ``run.json`` and leaderboard are removed.
+    """
+    run_file = experiment.output / RUN_FILE
+    if overwrite:
+        run_file.unlink(missing_ok=True)
+        shutil.rmtree(experiment.output / LEADERBOARD_DIR, ignore_errors=True)
+        return
+    if resume or not run_file.exists():
+        return
+    try:
+        previous = json.loads(run_file.read_text())
+        owner = (previous["storage"], previous["study"])
+    except (OSError, ValueError, KeyError, TypeError):
+        owner = ("an unreadable run file", "?")
+    if owner != (absolute_url(experiment.storage.url), experiment.study):
+        raise StudyError(f"{experiment.output} holds the results of study {owner[1]!r} in {owner[0]} ({run_file}); "
+                         "pass --overwrite to replace them, or choose another output folder (output:)")
 
 
 def experiment_objective(experiment: Experiment, dataset: Dataset | None = None) -> ProxyObjective:
     """The experiment's :class:`ProxyObjective` on ``dataset`` (default: load the experiment's).
 
     Raises:
-      ConfigError: a bad dataset option. DatasetNotFoundError: the dataset's files are absent.
+      ConfigError: a bad dataset option, or sizes that do not fit the dataset
+        (:func:`~ntksearch.search.preflight.check_dataset_fit`). DatasetNotFoundError: the dataset's files are
+        absent.
     """
     dataset = dataset if dataset is not None else experiment.dataset.load()
+    check_dataset_fit(experiment, dataset)
     return ProxyObjective(experiment.space, dataset, proxies=experiment.record,
                           objective=experiment.objective, seed=experiment.seed, ntk=experiment.scoring.ntk,
                           batch_size=experiment.scoring.batch_size)
 
 
 def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: float | None = None,
-               resume: bool = False, join: bool = False, progress: Callback | None = None,
-               dataset: Dataset | None = None, callbacks: Sequence[Callback] = ()) -> optuna.Study:
+               resume: bool = False, join: bool = False, overwrite: bool = False,
+               progress: Callback | None = None, dataset: Dataset | None = None,
+               callbacks: Sequence[Callback] = ()) -> optuna.Study:
     """Run (or continue) the experiment's search and return its study.
 
     Args:
       n_trials: override the config's total ``trials`` (finished trials of the whole study).
       timeout: override the config's ``timeout`` (seconds for this invocation).
       resume: continue an existing study (see the module docstring). join: run as a worker.
+      overwrite: start over: delete the experiment's existing study and the output folder's previous results
+        (:func:`claim_output`).
       progress: an Optuna callback called after every trial (e.g. :class:`ntksearch.search.ProgressLine`).
       dataset: the experiment's dataset, when already loaded.
       callbacks: more Optuna callbacks, called after every trial this process finishes.
 
     Writes ``<output>/run.json`` (storage URL and study name, for ``ntksearch leaderboard <output>``).
+
+    Raises:
+      ConfigError: the experiment does not fit its dataset or its output folder cannot be written
+        (:mod:`ntksearch.search.preflight`), checked before the study is opened.
+      StudyError: the study or the output folder holds results that would be overwritten (see ``resume`` and
+        ``overwrite``). StorageError: the storage cannot be opened.
     """
     objective = experiment_objective(experiment, dataset)
-    study = open_study(experiment, resume=resume, join=join)
+    check_output(experiment, create=True)
+    claim_output(experiment, resume=resume or join, overwrite=overwrite)
+    study = open_study(experiment, resume=resume, join=join, overwrite=overwrite)
     write_run_file(experiment)
     total = n_trials if n_trials is not None else experiment.trials
     timeout = timeout if timeout is not None else experiment.timeout
@@ -187,8 +262,42 @@ def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: 
         remaining = total - len(study.get_trials(deepcopy=False, states=FINISHED))
         callbacks.insert(0, MaxTrialsCallback(total, states=FINISHED))
     if remaining is None or remaining > 0:
-        study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=callbacks)
+        started: list[int] = []
+        try:
+            study.optimize(_tracked(objective, started), n_trials=remaining, timeout=timeout, callbacks=callbacks)
+        except KeyboardInterrupt:
+            record_interruption(study, started[-1:], all_running=not join)
+            raise
     return study
+
+
+def _tracked(objective: Callable[[optuna.Trial], Any], started: list[int]) -> Callable[[optuna.Trial], Any]:
+    """``objective`` appending each trial's number to ``started`` first."""
+    def call(trial: optuna.Trial) -> Any:
+        started.append(trial.number)
+        return objective(trial)
+
+    return call
+
+
+def record_interruption(study: optuna.Study, numbers: Sequence[int], *, all_running: bool) -> list[int]:
+    """After Ctrl-C: fail the trials it interrupted and record why (``interrupted:<number>`` study attributes),
+    so that ``run --resume`` retries them as it retries a killed process's trials; returns their numbers.
+
+    Ctrl-C inside the objective leaves its trial FAIL without a ``fail_reason`` (Optuna failed it); between
+    trials (Optuna asking for or telling one) it may leave a trial RUNNING. ``numbers`` are the trials this
+    process started; ``all_running``: this process is the study's only one (``run``), so every RUNNING trial
+    is its own.
+    """
+    trials = study.get_trials(deepcopy=False)
+    hit = [t for t in trials if t.state == TrialState.RUNNING and (all_running or t.number in numbers)]
+    hit += [t for t in trials if t.number in numbers and t.state == TrialState.FAIL
+            and attrs.FAIL_REASON not in t.user_attrs]
+    for trial in hit:
+        if trial.state == TrialState.RUNNING:
+            study.tell(trial.number, state=TrialState.FAIL)
+        study.set_user_attr(attrs.interrupted_key(trial.number), "SIGINT")
+    return [t.number for t in hit]
 
 
 def write_run_file(experiment: Experiment) -> Path:
@@ -204,8 +313,12 @@ def load_existing_study(storage: StorageSpec, name: str) -> optuna.Study:
     """Open study ``name`` that must already exist in ``storage``.
 
     Raises:
-      StudyError: there is no such study (the message lists the studies there). StorageError: bad storage.
+      StudyError: there is no such study (the message lists the studies there; a SQLite or journal file that
+        does not exist is not created). StorageError: bad storage.
     """
+    local = local_file(storage.url)
+    if local is not None and not local.is_file():
+        raise StudyError(f"no study {name!r} in {storage.url}: {local} does not exist (nothing was created)")
     opened = make_storage(storage)
     try:
         return optuna.load_study(study_name=name, storage=opened)

@@ -27,9 +27,9 @@ understands; hyperparameters a file does not mention keep their defaults (the fa
       init: {type: categorical, choices: [lecun_normal, he_normal, xavier_uniform]}
       init_scale: {type: float, low: 0.5, high: 2.0, log: true}
     train:
-      learning_rate: auto                          # fixed; auto = derive it from the NTK λ_max
-      optimizer: {type: categorical, choices: [sgd, momentum, adam, adamw]}
-      weight_decay: {type: float, low: 1.0e-6, high: 1.0e-2, log: true, when: {optimizer: adamw}}
+      learning_rate: auto                          # fixed; auto = derive it from the NTK λ_max (sgd, momentum)
+      optimizer: {type: categorical, choices: [sgd, momentum]}
+      weight_decay: {type: float, low: 1.0e-6, high: 1.0e-2, log: true, when: {optimizer: momentum}}
       batch_size: 128
       epochs: 5
 
@@ -63,7 +63,7 @@ from typing import Any
 
 from ntksearch.models import FAMILIES, HYPERPARAMETERS, Hyper
 from ntksearch.spaces.distributions import Categorical, Distribution, Fixed, FloatRange, IntRange, divides
-from ntksearch.train import OPTIMIZERS, SCHEDULES, TrainHParams
+from ntksearch.train import AUTO_LR_OPTIMIZERS, OPTIMIZERS, SCHEDULES, TrainHParams
 from ntksearch.validation import ConfigError, Node
 
 __all__ = ["DISTRIBUTION_TYPES", "SECTIONS", "TRAIN_HYPERPARAMETERS", "ParamSpec", "parse_space"]
@@ -143,7 +143,22 @@ def parse_space(root: Node) -> tuple[str, str, tuple[ParamSpec, ...]]:
     hypers = {**declared["hyperparameters"], **declared["train"]}
     specs = {spec.name: spec for spec, _ in parsed}
     checked = [_resolve_references(spec, node, hypers, specs) for spec, node in parsed]
+    _check_auto_learning_rate({spec.name: (spec, node) for spec, node in parsed})
     return family, description, _sampling_order(checked, root)
+
+
+def _check_auto_learning_rate(parsed: Mapping[str, tuple[ParamSpec, Node]]) -> None:
+    """``learning_rate: auto`` is the NTK's stable gradient-descent step (:mod:`ntksearch.train.stability`):
+    every optimizer the space can use with it must be one it is valid for."""
+    if "learning_rate" not in parsed or not parsed["learning_rate"][0].dist.contains("auto"):
+        return
+    optimizers = parsed["optimizer"][0].dist.values() if "optimizer" in parsed else (_TRAIN_DEFAULTS.optimizer,)
+    invalid = [name for name in optimizers if name not in AUTO_LR_OPTIMIZERS]
+    if invalid:
+        raise parsed["learning_rate"][1].error(
+            f"auto (the largest stable gradient-descent step, from the NTK's λ_max) is valid for "
+            f"{', '.join(AUTO_LR_OPTIMIZERS)} only, but optimizer can be {', '.join(invalid)}; set optimizer: "
+            "momentum (or sgd), or give learning_rate a number")
 
 
 # -- one hyperparameter ------------------------------------------------------------------------------------

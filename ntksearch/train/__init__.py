@@ -2,9 +2,10 @@
 
 from ntksearch.train.hparams import OPTIMIZERS, SCHEDULES, TrainHParams
 from ntksearch.train.loop import DIVERGENCE_FACTOR, TrainableModel, TrainResult, train_model
-from ntksearch.train.stability import stable_learning_rate
+from ntksearch.train.stability import AUTO_LR_OPTIMIZERS, stable_learning_rate
 
 __all__ = [
+    "AUTO_LR_OPTIMIZERS",
     "DIVERGENCE_FACTOR",
     "OPTIMIZERS",
     "SCHEDULES",

@@ -21,14 +21,17 @@ s = λ_max(Jᵀ H J) ≤ ‖H‖·λ_max(JᵀJ) = (h_max / N)·λ_max(K), with h
   so exceeding it gives an early loss spike (catapult) rather than guaranteed divergence.
 
 The bound is for plain (full-batch) gradient descent; heavy-ball momentum β raises it by (1 + β), and it
-does not apply to adaptive optimizers (Adam's preconditioning changes the curvature seen by the step).
+does not apply to adaptive optimizers (Adam's preconditioning changes the curvature seen by the step): a
+``learning_rate: auto`` derived from it is valid for :data:`AUTO_LR_OPTIMIZERS` only.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["stable_learning_rate"]
+__all__ = ["AUTO_LR_OPTIMIZERS", "stable_learning_rate"]
+
+AUTO_LR_OPTIMIZERS = ("sgd", "momentum")  # gradient descent, plain or heavy-ball: the bound below holds
 
 
 def stable_learning_rate(lambda_max: float, *, n: int,

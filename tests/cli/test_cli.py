@@ -78,6 +78,82 @@ def test_unreachable_storage_exits_4(tmp_path: Path, capsys) -> None:
     assert "cannot open storage" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("overrides", "key_path"),
+    [
+        ({"scoring": {"batch_size": 5000}}, "scoring.batch_size"),
+        ({"scoring": {"batch_size": 1}}, "scoring.batch_size"),
+        ({"scoring": {"ntk": {"max_matvecs": 2}}}, "scoring.ntk.max_matvecs"),
+        ({"scoring": {"batch_size": 16, "ntk": {"method": "exact", "max_matvecs": 64}}}, "scoring.ntk.max_matvecs"),
+        ({"confirm": {"max_train": 3}}, "confirm.max_train"),
+        ({"output": "blocker/run"}, "output"),
+    ],
+    ids=["batch-too-large", "batch-of-one", "budget", "exact-budget", "confirm-size", "unwritable-output"],
+)
+def test_what_would_fail_later_is_invalid_in_validate_and_run(tmp_path: Path, capsys, overrides, key_path) -> None:
+    (tmp_path / "blocker").write_text("a file where the output folder should go")
+    if "output" in overrides:
+        overrides = {"output": str(tmp_path / overrides["output"])}
+    config = write_experiment(tmp_path, **overrides)
+    assert main(["validate", str(config)]) == 2
+    assert f"INVALID {config}: {key_path}: " in capsys.readouterr().err
+    score = [["score", str(config), "--params", '{"init_scale": 1.0}']] if key_path != "output" else []  # no output
+    for command in (["run", str(config)], *score):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"ntksearch: error: {config}: {key_path}: " in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_whose_every_trial_failed_exits_5(tmp_path: Path, capsys) -> None:
+    space = {"family": "mlp", "hyperparameters": {"depth": 1, "width": 16, "init_scale": {
+        "type": "float", "low": 1.0e30, "high": 1.0e31}}}  # non-finite logits: every candidate fails
+    config = write_experiment(tmp_path, space_doc=space, trials=2)
+    assert main(["run", str(config)]) == 5
+    captured = capsys.readouterr()
+    assert "no trial completed: 2 of 2 failed (2 × non-finite model: apply_fn(params, x) returned" in captured.err
+    assert (tmp_path / "run" / "leaderboard" / "leaderboard.csv").is_file()  # the reasons are in the leaderboard
+    assert main(["score", str(config), "--trial", "0"]) == 5
+    captured = capsys.readouterr()
+    assert "ntksearch: error: candidate 0 failed: non-finite model:" in captured.err
+    assert "default score" not in captured.out
+
+
+def test_an_output_folder_is_not_reused_for_another_study(tmp_path: Path, capsys) -> None:
+    config = write_experiment(tmp_path, trials=2)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(config), "--quiet"]) == 0
+    run_file = (run_dir / "run.json").read_text()
+    board = (run_dir / "leaderboard" / "leaderboard.csv").read_text()
+    (run_dir / "leaderboard" / "proxy_quality.csv").write_text("stale")
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    assert main(["run", str(config), "--storage", other, "--quiet"]) == 4
+    err = capsys.readouterr().err
+    assert f"{run_dir} holds the results of study 'tiny' in sqlite:///{run_dir / 'study.db'}" in err
+    assert "--overwrite" in err
+    assert (run_dir / "run.json").read_text() == run_file
+    assert (run_dir / "leaderboard" / "leaderboard.csv").read_text() == board
+    assert not (tmp_path / "other.db").exists()
+
+    assert main(["run", str(config), "--storage", other, "--n-trials", "1", "--overwrite", "--quiet"]) == 0
+    assert json.loads((run_dir / "run.json").read_text())["storage"] == other
+    assert len(pd.read_csv(run_dir / "leaderboard" / "leaderboard.csv")) == 1
+    assert not (run_dir / "leaderboard" / "proxy_quality.csv").exists()
+    assert len(_study(run_dir).trials) == 2  # the first study is another storage's: kept as it was
+
+    assert main(["run", str(config), "--quiet", "--overwrite"]) == 0  # start over in the original storage
+    assert len(_study(run_dir).trials) == 2
+    assert main(["run", str(config), "--resume", "--overwrite"]) == 2  # one or the other
+    capsys.readouterr()
+
+
+def test_score_of_a_trial_without_a_study_creates_nothing(tmp_path: Path, capsys) -> None:
+    config = write_experiment(tmp_path)
+    assert main(["score", str(config), "--trial", "0"]) == 4
+    assert "no study 'tiny'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_run_leaderboard_and_score(tmp_path: Path, capsys) -> None:
     config = write_experiment(tmp_path, trials=3, confirm={"top_k": 1, "random_k": 1, "max_train": 100, "epochs": 1})
     run_dir = tmp_path / "run"
@@ -129,8 +205,11 @@ def test_worker_joins_the_study(tmp_path: Path, capsys) -> None:
     assert "holds 2 finished trials" in capsys.readouterr().out
 
 
-def test_resume_after_a_killed_process(tmp_path: Path) -> None:
-    """kill -9 a run after some trials, resume it: the total is reached, nothing is lost or repeated."""
+@pytest.mark.parametrize(("stop", "reason"), [(signal.SIGKILL, "interrupted: its process was killed or died"),
+                                             (signal.SIGINT, "interrupted by Ctrl-C (SIGINT)")])
+def test_resume_after_an_interrupted_process(tmp_path: Path, stop: signal.Signals, reason: str) -> None:
+    """kill -9 or Ctrl-C a run after some trials, resume it: the interrupted trial is retried, says what happened,
+    the total is reached, nothing is lost or repeated."""
     write_space(tmp_path)
     config = write_experiment(tmp_path, trials=12)
     run_dir = tmp_path / "run"
@@ -140,10 +219,13 @@ def test_resume_after_a_killed_process(tmp_path: Path) -> None:
     try:
         before = _wait_for_complete(run_dir, process, at_least=3)
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        process.send_signal(stop)
+        returncode = process.wait(timeout=60)
+    assert returncode == (-signal.SIGKILL if stop == signal.SIGKILL else 130)
     study = _study(run_dir)
-    running = [t.params for t in study.trials if t.state == TrialState.RUNNING]
+    interrupted = {t.number: t.params for t in study.trials
+                   if t.state == TrialState.RUNNING or f"interrupted:{t.number}" in study.user_attrs}
+    assert stop == signal.SIGKILL or not any(t.state == TrialState.RUNNING for t in study.trials)
     completed_before = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
     assert len(completed_before) >= len(before) >= 3
 
@@ -157,10 +239,12 @@ def test_resume_after_a_killed_process(tmp_path: Path) -> None:
     scales = [t.params["init_scale"] for t in complete]
     assert len(scales) == len(set(scales))  # no candidate ran twice
     assert {n: v for n, v in ((t.number, t.values) for t in complete) if n in completed_before} == completed_before
-    for params in running:  # the interrupted trial was failed and its candidate ran again
-        assert not params or params in [t.params for t in complete]
-    assert states.count(TrialState.FAIL) == len(running)
-    assert (run_dir / "leaderboard" / "leaderboard.csv").is_file()
+    assert states.count(TrialState.FAIL) == len(interrupted)
+    board = pd.read_csv(run_dir / "leaderboard" / "leaderboard.csv").set_index("trial")
+    for number, params in interrupted.items():  # the interrupted trial failed and its candidate ran again
+        retry = next(t for t in complete if t.system_attrs.get("failed_trial") == number)
+        assert not params or params == retry.params
+        assert board.loc[number, "fail_reason"] == f"{reason}; retried as trial {retry.number}"
 
 
 def _wait_for_complete(run_dir: Path, process: subprocess.Popen, *, at_least: int, timeout: float = 240

@@ -139,6 +139,17 @@ def test_read_idx_round_trip_and_bad_magic(tmp_path: Path) -> None:
     (tmp_path / "short.gz").write_bytes(gzip.compress(header + data.tobytes()[:-1]))
     with pytest.raises(DatasetError, match="header says"):
         read_idx(tmp_path / "short.gz")
+    for name, content in (("plain.gz", header), ("cut.gz", gzip.compress(header)[:-5])):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DatasetError, match="cannot read it as a gzipped IDX file"):
+            read_idx(tmp_path / name)
+
+
+def test_unusable_paths_are_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFoundError):
+        load_dataset("file", path=tmp_path / ("x" * 300 + ".npz"))  # longer than a file name may be
+    with pytest.raises(DatasetNotFoundError):
+        load_dataset("fashion_mnist", root=tmp_path / ("x" * 300))
 
 
 # -- user files -------------------------------------------------------------------------------------------
@@ -219,6 +230,14 @@ def test_file_type_and_missing_file(tmp_path: Path) -> None:
         load_dataset("file", path=tmp_path / "d.txt")
     with pytest.raises(DatasetNotFoundError, match="does not exist"):
         load_dataset("file", path=tmp_path / "absent.npz")
+
+
+@pytest.mark.parametrize(("name", "content"), [("garbage.npz", b"not a zip"), ("empty.npz", b""),
+                                               ("binary.csv", bytes(range(256)) * 4), ("empty.csv", b"")])
+def test_unreadable_files_are_dataset_errors(tmp_path: Path, name: str, content: bytes) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DatasetError, match=rf"{name}: cannot read it as a \.(npz|csv) dataset"):
+        load_dataset("file", path=tmp_path / name)
 
 
 # -- the adding problem -----------------------------------------------------------------------------------

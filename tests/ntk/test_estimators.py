@@ -222,3 +222,32 @@ def test_random_shapes(batch, width, outputs, seed, method):
                 continue
             tol = Z_MAX * e.stderr + 1e-8 * abs(truth[name]) + 1e-12
             assert abs(e.value - truth[name]) <= tol, (name, e, truth[name])
+
+
+def _float32_scaled_mlp(scale: float):
+    """make_mlp's MLP in float32 with every parameter multiplied by ``scale`` (3 layers: K grows like scale⁴)."""
+    prob = make_mlp(seed=7)
+    params = jax.tree_util.tree_map(lambda a: (scale * a).astype(jnp.float32), prob.params)
+    return prob._replace(params=params, x=prob.x.astype(jnp.float32), y=prob.y.astype(jnp.float32))
+
+
+@pytest.mark.parametrize("method", ["exact", "hutch++", "forward"])
+def test_float32_kernel_whose_square_overflows_matches_float64(method):
+    """‖K u‖² beyond float32's range (≈ 3.4e38) must not turn ‖K‖_F into inf and the ratios into 0."""
+    prob = _float32_scaled_mlp(3e4)
+    truth = exact_ntk_stats(prob.apply_fn, jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), prob.params),
+                            prob.x.astype(jnp.float64), prob.y)
+    assert truth.frobenius**2 > 1e40  # tr K² itself is not representable in float32
+    est = ntk_metrics(prob.apply_fn, prob.params, prob.x, prob.y, key=jax.random.PRNGKey(3), method=method,
+                      rtol=0.0, max_matvecs=400, sketch_size=6)
+    for name, e in est.items():
+        expected = getattr(truth, name)
+        tol = Z_MAX * e.stderr + 1e-4 * abs(expected)  # float32 rounding on top of the estimator's own error
+        assert math.isfinite(e.value) and abs(e.value - expected) <= tol, (name, e, expected)
+
+
+def test_kernel_beyond_float32_range_raises_with_the_reason():
+    prob = _float32_scaled_mlp(1e10)  # K entries ≈ 1e40: not representable in float32 at all
+    with pytest.raises(NonFiniteModelError, match="float32"):
+        ntk_metrics(prob.apply_fn, prob.params, prob.x, prob.y, key=jax.random.PRNGKey(0), method="hutch++",
+                    max_matvecs=200)

@@ -55,3 +55,29 @@ def test_any_output_shape_is_flattened(shape):
     reshape = lambda p, x: prob.apply_fn(p, x).reshape(shape)
     op = NTKOperator.create(reshape, prob.params, prob.x)
     assert (op.n, op.out_shape) == (64, shape)
+
+
+@pytest.mark.parametrize(
+    ("apply_fn", "params", "match"),
+    [
+        (lambda p, x: x @ p["w"] * p["n"], {"w": jnp.ones((6, 4)), "n": 3},
+         r"params\['n'\] is a Python int \(3\), not an array"),
+        (lambda p, x: x @ p["w"] + p["i"], {"w": jnp.ones((6, 4)), "i": jnp.arange(4)},
+         r"params\['i'\] has dtype int\d+ \(shape \(4,\)\), which has no derivative"),
+        (lambda p, x: x @ p["w"], {}, "params has no array leaves"),
+        (lambda p, x: (x @ p["w"], x), {"w": jnp.ones((6, 4))}, "returned a tuple of 2 items; the NTK needs one array"),
+        (lambda p, x: jnp.round(x @ p["w"]).astype(int), {"w": jnp.ones((6, 4))}, "returned an integer array"),
+    ],
+    ids=["python-int-leaf", "integer-array-leaf", "empty-params", "tuple-output", "integer-output"],
+)
+def test_unusable_models_are_refused_with_a_clear_message(apply_fn, params, match):
+    from ntksearch.ntk import ntk_metrics
+    from ntksearch.ntk.spectra import lambda_max
+
+    x = jnp.ones((3, 6))
+    with pytest.raises(ValueError, match=match):
+        NTKOperator.create(apply_fn, params, x)
+    with pytest.raises(ValueError, match=match):
+        ntk_metrics(apply_fn, params, x, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=match):
+        lambda_max(apply_fn, params, x, key=jax.random.PRNGKey(0))

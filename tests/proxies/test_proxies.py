@@ -67,6 +67,31 @@ def test_ntk_proxies_match_the_dense_kernel(tiny):
     assert set(res.seconds) == {"ntk", "spectrum"}
 
 
+def test_ntk_proxies_of_a_float32_mlp_with_init_scale_30_match_float64():
+    """An MLP whose float32 forward pass is finite but whose tr K² exceeds float32's range: the NTK proxies
+    equal the dense float64 values (they were inf and 0 when squares were formed in float32)."""
+    from ntksearch.data import load_dataset, scoring_batch
+    from ntksearch.models import build_model
+
+    digits = load_dataset("digits")
+    x, y = scoring_batch(digits, 32, seed=0)
+    built = build_model("mlp", {"depth": 6, "width": 128, "init_scale": 30.0}, input_shape=digits.input_shape,
+                        n_classes=10, key=jax.random.key(0))
+    names = ["ntk_trace", "ntk_frobenius", "ntk_effective_rank", "ntk_label_alignment", "ntk_label_alignment_centred"]
+    inputs = ProxyInputs(built.apply_fn, built.params, x, y, jax.random.PRNGKey(0))  # default NTKOptions: Hutch++
+    values = compute_proxies(names, inputs).values
+    with jax.enable_x64(True):
+        params64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), built.params)
+        exact = exact_ntk_stats(built.apply_fn, params64, jnp.asarray(x, jnp.float64), y)
+    assert exact.frobenius**2 > 1e39  # tr K² is beyond float32 (3.4e38)
+    n = y.size
+    for name, expected in (("ntk_trace", exact.trace / n), ("ntk_frobenius", exact.frobenius / n),
+                           ("ntk_effective_rank", exact.effective_rank), ("ntk_label_alignment", exact.label_alignment),
+                           ("ntk_label_alignment_centred", exact.label_alignment_centred)):
+        got = values[name]
+        assert abs(got.value - expected) <= 4 * got.stderr + 1e-4 * abs(expected), (name, got, expected)
+
+
 def test_gradient_proxies_match_a_hand_gradient(tiny):
     params, x, y = tiny
 

@@ -11,11 +11,13 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from optuna.distributions import FloatDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
+from ntksearch.models import nb201_arch_string
 from ntksearch.proxies import az_nas_rank_score
 from ntksearch.report import FORMATS, export_leaderboard, leaderboard_frame, markdown_table, pareto_ranks
+from ntksearch.report.html import _log_if_scale, leaderboard_html
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -51,10 +53,11 @@ def test_single_objective_ranking() -> None:
     assert list(frame["trial"]) == [1, 2, 0, 5, 3, 4]
     assert list(frame["rank"].iloc[:3]) == [1, 2, 3] and frame["rank"].iloc[3:].isna().all()
     assert list(frame["state"]) == ["COMPLETE"] * 3 + ["WAITING", "FAIL", "FAIL"]
-    assert list(frame.columns[:6]) == ["rank", "trial", "state", "objective:default_score", "rank_aggregate",
-                                       "val_accuracy"]
+    assert list(frame.columns[:7]) == ["rank", "trial", "state", "fail_reason", "objective:default_score",
+                                       "rank_aggregate", "val_accuracy"]
     assert frame.loc[frame["trial"] == 3, "fail_reason"].item() == "build failed: boom"
-    assert frame.loc[frame["trial"] == 4, "fail_reason"].item() == "interrupted (its process died); retried as trial 5"
+    assert frame.loc[frame["trial"] == 4, "fail_reason"].item() == (
+        "interrupted: its process was killed or died; retried as trial 5")
     assert list(frame["val_accuracy"].iloc[:3]) == [0.9, 0.7, 0.8]
     for column in ("param:x", "arch", "n_params", "flops", "ntk_trace", "ntk_trace_stderr", "seconds:build",
                    "seconds:ntk", "duration_s", "confirm_lr"):
@@ -80,7 +83,8 @@ def test_az_nas_column_aggregates_the_recorded_az_terms() -> None:
     expected = az_nas_rank_score(terms)
     assert frame.loc[[0, 1, 2], "az_nas"].tolist() == pytest.approx(expected.tolist())
     assert np.isnan(frame.loc[3, "az_nas"])
-    assert list(frame.columns[3:5]) == ["rank_aggregate", "az_nas"]
+    columns = list(frame.columns)
+    assert columns[columns.index("objective:value") + 1:][:2] == ["rank_aggregate", "az_nas"]
     assert "az_nas" not in leaderboard_frame(single_objective_study())
 
 
@@ -93,7 +97,49 @@ def test_multi_objective_pareto_front() -> None:
     assert list(frame["trial"]) == [0, 1, 3, 2]
     assert list(frame["pareto_front"]) == [1, 1, 1, 2]
     assert list(frame.columns[:6]) == ["rank", "trial", "state", "objective:value0", "objective:value1",
-                                       "pareto_front"]
+                                       "pareto_front"]  # nothing failed: no fail_reason column
+    assert not {"val_accuracy", "confirm_lr", "confirm_error", "fail_reason"} & set(frame.columns)  # no confirmation
+
+
+def test_param_columns_only_for_what_arch_does_not_show() -> None:
+    study = optuna.create_study()
+    arch = {"depth": 2, "width": [8, 16], "init_scale": 1.5}
+    params = {"depth": 2, "width_0": 8, "width_1": 16, "init_scale": 1.5, "learning_rate": 0.01}
+    study.add_trial(optuna.create_trial(
+        value=1.0, params=params, distributions={k: FloatDistribution(0, 100) for k in params},
+        user_attrs={"arch": json.dumps(arch)}))
+    nb201 = {"edge_1_0": "skip_connect", "edge_2_0": "none", "edge_2_1": "nor_conv_1x1", "edge_3_0": "none",
+             "edge_3_1": "avg_pool_3x3", "edge_3_2": "nor_conv_3x3"}
+    study.add_trial(optuna.create_trial(
+        value=0.5, params={"C": 16, **nb201}, user_attrs={"nb201_arch": nb201_arch_string(nb201)},
+        distributions={"C": CategoricalDistribution([8, 16]),
+                       **{k: CategoricalDistribution([v]) for k, v in nb201.items()}}))
+    frame = leaderboard_frame(study)
+    assert [c for c in frame.columns if c.startswith("param:")] == ["param:C", "param:learning_rate"]
+
+
+def test_html_shows_failed_ranks_empty() -> None:
+    page = leaderboard_html(leaderboard_frame(single_objective_study()))
+    assert "&lt;NA&gt;" not in page and "<NA>" not in page
+
+
+def test_scale_quantities_get_log_axes() -> None:
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    _log_if_scale(ax, "x", np.array([1e-3, 2.0, 50.0, np.nan]))  # four decades of positive values
+    _log_if_scale(ax, "y", np.array([0.2, 0.9, 0.5]))  # accuracies
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "linear")
+    _log_if_scale(ax, "y", np.array([-1.0, 300.0]))  # a sign change: no log axis
+    assert ax.get_yscale() == "linear"
+
+
+def test_export_removes_a_stale_quality_table(tmp_path: Path) -> None:
+    (tmp_path / "proxy_quality.csv").write_text("from an earlier run")
+    study = optuna.create_study()
+    study.add_trial(_trial(0, [1.0], {"ntk_trace": 1.0}))
+    assert "quality" not in export_leaderboard(study, tmp_path)  # no confirmation: no quality table
+    assert not (tmp_path / "proxy_quality.csv").exists()
 
 
 def test_pareto_ranks() -> None:

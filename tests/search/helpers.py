@@ -24,13 +24,18 @@ def write_space(folder: Path, space: dict[str, Any] | None = None, filename: str
     return path
 
 
+def tiny_experiment(folder: Path, **overrides: Any) -> dict[str, Any]:
+    """The tiny experiment config (its space ``space.yaml`` and output in ``folder``); ``key=None`` removes a key."""
+    config = {"name": "tiny", "seed": 0, "dataset": "digits", "space": "space.yaml", "scoring": {"batch_size": 16},
+              "record": "objective", "trials": 4, "output": str(folder / "run"), "confirm": False}
+    config.update(overrides)
+    return {k: v for k, v in config.items() if v is not None}
+
+
 def write_experiment(folder: Path, filename: str = "tiny.yaml", space_doc: dict[str, Any] | None = None,
                      **overrides: Any) -> Path:
     """A tiny experiment config in ``folder`` (with its space ``space_doc``); ``key=None`` removes a key."""
     write_space(folder, space_doc)
-    config = {"name": "tiny", "seed": 0, "dataset": "digits", "space": "space.yaml", "scoring": {"batch_size": 16},
-              "record": "objective", "trials": 4, "output": str(folder / "run"), "confirm": False}
-    config.update(overrides)
     path = folder / filename
-    path.write_text(yaml.safe_dump({k: v for k, v in config.items() if v is not None}, sort_keys=False))
+    path.write_text(yaml.safe_dump(tiny_experiment(folder, **overrides), sort_keys=False))
     return path

@@ -57,8 +57,18 @@ def test_user_study_snippet_from_the_docstring(tmp_path: Path) -> None:
     study = namespace["study"]
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     stored = study.best_trial.user_attrs["proxies"]
-    assert set(stored) == set(PROXIES)  # by default every proxy the family supports
+    assert set(stored) == set(DEFAULT_SCORE.proxies)  # by default only the objective's proxies
     assert study.best_value == pytest.approx(DEFAULT_SCORE(stored))
+    again: dict = {}
+    exec(compile(snippet, "snippet", "exec"), again)  # seed=0 alone makes the study reproducible
+    assert [(t.params, t.values) for t in again["study"].trials] == [(t.params, t.values) for t in study.trials]
+
+
+def test_recording_every_proxy_on_request(tiny, digits) -> None:
+    objective = ProxyObjective(tiny, digits, proxies=None, batch_size=BATCH)
+    study = objective.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=1)
+    assert set(study.trials[0].user_attrs["proxies"]) == set(PROXIES)  # every proxy the family supports
 
 
 def test_trial_attributes(tiny, digits) -> None:
@@ -107,6 +117,23 @@ def test_non_finite_model_fails_the_trial_and_the_search_goes_on(tmp_path: Path,
     assert failed.user_attrs["fail_reason"].startswith("non-finite model:")
     assert "arch" in failed.user_attrs and "n_params" in failed.user_attrs
     assert complete.state == TrialState.COMPLETE
+
+
+def test_ntk_overflow_is_computed_or_fails_the_trial_never_a_silent_zero(tmp_path: Path, digits) -> None:
+    """init_scale 30: tr K² beyond float32, the effective rank is still computed (≈ 25, it used to be 0);
+    init_scale 3000: K itself is beyond float32, the trial fails and says so."""
+    space = {"family": "mlp", "hyperparameters": {"depth": 6, "width": 128,
+                                                  "init_scale": {"type": "categorical", "choices": [30.0, 3000.0]}}}
+    objective = ProxyObjective(load_space(write_space(tmp_path, space)), digits, proxies=[], batch_size=BATCH,
+                               objective="ntk_effective_rank")
+    study = optuna.create_study(directions=objective.directions,
+                                sampler=optuna.samplers.GridSampler({"init_scale": [30.0, 3000.0]}, seed=0))
+    study.optimize(objective, n_trials=2)
+    by_scale = {t.params["init_scale"]: t for t in study.trials}
+    assert by_scale[30.0].state == TrialState.COMPLETE and by_scale[30.0].value > 5
+    failed = by_scale[3000.0]
+    assert failed.state == TrialState.FAIL
+    assert "the NTK overflows float32" in failed.user_attrs["fail_reason"]
 
 
 def test_build_failure_fails_the_trial(tmp_path: Path) -> None:

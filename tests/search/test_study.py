@@ -10,8 +10,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from ntksearch.report import leaderboard_frame
 from ntksearch.search import (
     SAMPLERS,
+    ProxyObjective,
     StorageError,
     StorageSpec,
     StudyError,
@@ -21,7 +23,7 @@ from ntksearch.search import (
     open_study,
     run_search,
 )
-from ntksearch.search.study import FINISHED, RUN_FILE, load_existing_study
+from ntksearch.search.study import FINISHED, RUN_FILE, load_existing_study, record_interruption
 from tests.search.helpers import write_experiment
 
 
@@ -70,6 +72,51 @@ def test_resume_fails_interrupted_trials_and_reruns_their_params(tmp_path: Path)
     assert len(finished(study)) == 4  # the interrupted trial counts towards the total
     completed = [t.params["init_scale"] for t in trials if t.state == TrialState.COMPLETE]
     assert len(completed) == len(set(completed)) == 3
+
+
+def test_ctrl_c_is_recorded_and_retried_on_resume_like_a_killed_process(tmp_path: Path, monkeypatch) -> None:
+    experiment = load_experiment(write_experiment(tmp_path, trials=3))
+    evaluate = ProxyObjective.evaluate
+
+    def interrupted_at_trial_1(self, point, number):
+        if number == 1:
+            raise KeyboardInterrupt
+        return evaluate(self, point, number)
+
+    monkeypatch.setattr(ProxyObjective, "evaluate", interrupted_at_trial_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(experiment)
+    monkeypatch.setattr(ProxyObjective, "evaluate", evaluate)
+    study = load_existing_study(experiment.storage, experiment.study)
+    interrupted = study.trials[1]
+    assert interrupted.state == TrialState.FAIL and study.user_attrs["interrupted:1"] == "SIGINT"
+    assert leaderboard_frame(study).set_index("trial").loc[1, "fail_reason"] == (
+        "interrupted by Ctrl-C (SIGINT); not retried yet (run --resume retries it)")
+
+    study = run_search(experiment, resume=True)
+    trials = study.get_trials(deepcopy=False)
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 1)
+    assert retry.state == TrialState.COMPLETE and retry.params == interrupted.params
+    assert "fail_reason" not in retry.user_attrs
+    assert leaderboard_frame(study).set_index("trial").loc[1, "fail_reason"] == (
+        f"interrupted by Ctrl-C (SIGINT); retried as trial {retry.number}")
+    assert len(finished(study)) == 3
+    assert len(finished(run_search(experiment, resume=True, n_trials=4))) == 4  # retried once only
+    assert sum(t.system_attrs.get("failed_trial") == 1 for t in study.get_trials(deepcopy=False)) == 1
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_ctrl_c_between_trials_fails_the_running_one_and_spares_other_failures(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    study.tell(study.ask(), state=TrialState.FAIL)  # failed without a reason: Ctrl-C inside the objective
+    trial = study.ask()
+    trial.set_user_attr("fail_reason", "non-finite model")
+    study.tell(trial, state=TrialState.FAIL)  # failed for its own reason
+    study.ask()  # left RUNNING: Ctrl-C while Optuna asked for it
+    assert record_interruption(study, [0, 1], all_running=False) == [0]  # a worker: only its own trials
+    assert record_interruption(study, [], all_running=True) == [2]  # a run: every running trial is its own
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    assert study.user_attrs == {"interrupted:0": "SIGINT", "interrupted:2": "SIGINT"}
 
 
 def test_journal_storage_and_workers_share_the_total(tmp_path: Path) -> None:

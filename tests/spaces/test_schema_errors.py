@@ -89,6 +89,11 @@ CASES = [
     ("negative-learning-rate", "family: mlp\ntrain:\n  learning_rate: -0.1\n", "train.learning_rate",
      ["-0.1", "(0, inf)", "auto"]),
     ("unknown-train-key", "family: mlp\ntrain:\n  lr: 0.1\n", "train.lr", ["unknown key", "learning_rate, max_steps"]),
+    ("auto-learning-rate-with-adam", "family: mlp\ntrain:\n  learning_rate: auto\n"
+     "  optimizer: {type: categorical, choices: [momentum, adamw]}\n", "train.learning_rate",
+     ["auto", "valid for sgd, momentum", "optimizer can be adamw"]),
+    ("auto-learning-rate-with-the-default-optimizer", "family: mlp\ntrain:\n  learning_rate: auto\n",
+     "train.learning_rate", ["optimizer can be adam", "set optimizer: momentum"]),
     ("zero-batch-size", "family: mlp\ntrain:\n  batch_size: {type: int, low: 0, high: 64}\n", "train.batch_size.low",
      ["0", "an integer in [1, inf)"]),
 ]

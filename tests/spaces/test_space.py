@@ -110,9 +110,10 @@ def test_per_layer_parameters_exist_only_for_sampled_layers() -> None:
         depths.add(depth)
         assert sorted(k for k in stored if k.startswith("width_")) == [f"width_{i}" for i in range(depth)]
         assert point.arch["width"] == [stored[f"width_{i}"] for i in range(depth)]
-        assert ("weight_decay" in stored) == (point.train["optimizer"] == "adamw")
+        assert point.train["learning_rate"] == "auto" and not set(stored) & set(TRAIN_HYPERPARAMETERS)
         assert set(point.arch) == set(HYPERPARAMETERS["mlp"]) and set(point.train) == set(TRAIN_HYPERPARAMETERS)
-        TrainHParams.from_dict(point.train)  # the train section is what confirmation training takes
+        TrainHParams.from_dict({**point.train, "learning_rate": 0.1})  # what confirmation training takes (auto:
+        # replaced by the candidate's stable step)
     assert len(depths) > 3
 
 
