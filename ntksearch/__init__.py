@@ -2,10 +2,11 @@
 
 The public API, by layer (see ``docs/architecture.md``):
 
-* NTK core (pure JAX): :func:`ntk_metrics`, :func:`lambda_max`, :class:`NTKOperator`, :func:`exact_ntk`,
-  :func:`exact_ntk_stats`, :class:`Estimate`.
-* Proxies: :data:`PROXIES`, :func:`compute_proxies`, :class:`ProxyInputs`, :class:`NTKOptions`, :func:`score`,
-  :data:`DEFAULT_SCORE`.
+* NTK core (pure JAX): :func:`ntk_metrics`, :func:`lambda_max`, :func:`linearised_metrics`,
+  :func:`linearise_kernel` (:class:`LinearisedKernel`, :class:`LinearisedMetrics`), :class:`NTKOperator`,
+  :func:`exact_ntk`, :func:`exact_ntk_stats`, :class:`Estimate`.
+* Proxies: :data:`PROXIES`, :func:`compute_proxies`, :class:`ProxyInputs`, :class:`NTKOptions`,
+  :class:`LinearisedOptions`, :func:`score`, :data:`DEFAULT_SCORE`.
 * Spaces and models: :func:`load_space`, :class:`SearchSpace`, :class:`Point`, :func:`build_model`,
   :class:`BuiltModel`, :data:`FAMILIES`, :func:`count_flops`, :func:`nb201_arch_string`.
 * Data and training: :func:`load_dataset`, :class:`Dataset`, :func:`scoring_batch`, :class:`TrainHParams`,
@@ -23,16 +24,21 @@ from ntksearch.models import FAMILIES, BuiltModel, build_model, count_flops, nb2
 from ntksearch.ntk import (
     Estimate,
     ExactNTKStats,
+    LinearisedKernel,
+    LinearisedMetrics,
     NonFiniteModelError,
     NTKOperator,
     exact_ntk,
     exact_ntk_stats,
+    linearise_kernel,
+    linearised_metrics,
     ntk_metrics,
 )
 from ntksearch.ntk.spectra import lambda_max
 from ntksearch.proxies import (
     DEFAULT_SCORE,
     PROXIES,
+    LinearisedOptions,
     NTKOptions,
     ProxyInputs,
     ProxyValue,
@@ -72,6 +78,9 @@ __all__ = [
     "DatasetNotFoundError",
     "Estimate",
     "ExactNTKStats",
+    "LinearisedKernel",
+    "LinearisedMetrics",
+    "LinearisedOptions",
     "NTKOperator",
     "NTKOptions",
     "NonFiniteModelError",
@@ -92,6 +101,8 @@ __all__ = [
     "export_leaderboard",
     "lambda_max",
     "leaderboard_frame",
+    "linearise_kernel",
+    "linearised_metrics",
     "load_dataset",
     "load_experiment",
     "load_space",

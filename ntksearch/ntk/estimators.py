@@ -280,6 +280,7 @@ class ProbeProducts(NamedTuple):
       images: (b, D) M zᵢ. adjoint: (b, d) A zᵢ = Mᵀ(M zᵢ), or (b, 0) when not asked for.
       image_sq, adjoint_sq: (b,) squared row norms. gram: (b, b) images · imagesᵀ.
       n_nonfinite: non-finite entries of the model output.
+      outputs: (n,) the flattened model output at the point (the linearisation's primal value).
     """
 
     images: Array
@@ -288,6 +289,7 @@ class ProbeProducts(NamedTuple):
     adjoint_sq: Array
     gram: Array
     n_nonfinite: Array
+    outputs: Array
 
 
 def _pad_rows(rows: Array, multiple: int) -> Array:
@@ -320,7 +322,7 @@ def probe_products(apply_fn: ApplyFn, params: Params, x: Array, z: Array, *, sid
     adj = (_on_devices(lambda w: lin.adjoint_images(side, w), img, mesh) if adjoint
            else jnp.zeros((z.shape[0], 0), z.dtype))
     return ProbeProducts(img, adj, jnp.sum(img**2, axis=1), jnp.sum(adj**2, axis=1), img @ img.T,
-                         jnp.sum(~jnp.isfinite(lin.z)))
+                         jnp.sum(~jnp.isfinite(lin.z)), lin.z)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -367,10 +369,14 @@ class ProbeKernel:
     def for_plan(cls, apply_fn: ApplyFn, params: Params, x: Array, plan: EstimatePlan) -> ProbeKernel:
         return cls(apply_fn, params, x, side=plan.side, block_size=plan.block_size, dim=plan.dim, mesh=plan.mesh)
 
-    def __call__(self, rows: np.ndarray, *, adjoint: bool) -> ProbeProducts:
-        """Products for up to b rows (zero-padded to b: one compiled shape)."""
-        padded = np.zeros((self.b, self.dim), self.dtype)
-        padded[: rows.shape[0]] = rows
+    def __call__(self, rows: np.ndarray | Array, *, adjoint: bool) -> ProbeProducts:
+        """Products for up to b host rows (zero-padded to b: one compiled shape), or for a whole (b, d) block
+        already on the device (used as it is, without a round trip through the host)."""
+        if isinstance(rows, jax.Array) and rows.shape == (self.b, self.dim):
+            padded = rows
+        else:
+            padded = np.zeros((self.b, self.dim), self.dtype)
+            padded[: rows.shape[0]] = rows
         out = self.call(jnp.asarray(padded), adjoint=adjoint)
         if not self.checked:
             self.checked = True

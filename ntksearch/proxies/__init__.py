@@ -1,10 +1,12 @@
 """Zero-cost proxies: a registry of named scores over (apply_fn, params, x, y), NTK-based and baselines."""
 
 from ntksearch.proxies import baselines as _baselines  # noqa: F401  (registers its groups)
+from ntksearch.proxies import linearised as _linearised  # noqa: F401  (registers its group)
 from ntksearch.proxies import ntk_proxies as _ntk_proxies  # noqa: F401  (registers its groups)
 from ntksearch.proxies.registry import (
     GROUPS,
     PROXIES,
+    LinearisedOptions,
     NTKOptions,
     Proxy,
     ProxyInputs,
@@ -21,6 +23,7 @@ __all__ = [
     "GROUPS",
     "PROXIES",
     "LinearScore",
+    "LinearisedOptions",
     "NTKOptions",
     "Proxy",
     "ProxyInputs",
