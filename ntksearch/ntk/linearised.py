@@ -39,16 +39,18 @@ initialisation it is (the top NTK eigenvalue stands tens of times above the mean
 agrees with the dense λ_max to ~1e-8 relative in the tests and benchmarks. Lanczos would miss λ_max only if r₀
 had no component on its eigenvector (rounding puts one there in practice).
 
-**Stopping and error indicators.** After every step the quantities of the setting passed to
-:func:`linearise_kernel` are evaluated; the run stops once, relative to their values, the train loss changed by
-≤ rtol, the complexity's Gauss/Gauss–Radau bracket is ≤ rtol wide and (with a held-out batch) the parameter
-displacement θ_t − θ₀ = J_Aᵀ Q_k y changed by ≤ rtol in norm (√(δyᵀT_kδy)), or after ``max_matvecs`` steps.
-Each returned :class:`~ntksearch.ntk.estimators.Estimate` has as ``stderr`` an error indicator, not a
-statistical standard error: for the complexity the Gauss–Radau bracket (a rigorous bound on the quadrature
-error) plus the trace's standard error propagated through ρ; for the losses the change over the last Lanczos
-step (Gauss quadrature converges geometrically or faster, so this bounds the remaining error in practice); for
-the accuracy the fraction of held-out predictions that changed over the last step. ``converged`` is
-``stderr ≤ rtol·|value|``.
+**Stopping and error indicators.** Each returned :class:`~ntksearch.ntk.estimators.Estimate` has as ``stderr``
+an error indicator, not a statistical standard error: for the complexity, the width of the Gauss/Gauss–Radau
+bracket (a rigorous bound on the quadrature error at the estimated ρ) plus twice the trace's standard error
+carried through ρ (|∂C/∂ρ|·2δρ); for the losses, the change over the last Lanczos step (Gauss quadrature
+converges geometrically or faster, so in practice this exceeds the remaining error); for the accuracy, the
+fraction of held-out predictions that changed over the last step. ``converged`` is ``stderr ≤ rtol·|value|``.
+After every step the quantities of the setting passed to :func:`linearise_kernel` are evaluated, and the run
+stops once the train loss changed by ≤ rtol, the complexity's indicator is ≤ rtol and (with a held-out batch)
+the parameter displacement θ_t − θ₀ = J_Aᵀ Q_k y changed by ≤ rtol in norm (√(δyᵀT_kδy)), all relative to
+their values (for a diverging setting: the complexity's indicator and λ_max), or after ``max_matvecs`` steps.
+The held-out predictions are not watched directly (their products arrive 8 steps at a time): near-ties can
+leave their accuracy indicator above rtol.
 """
 
 from __future__ import annotations

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ntksearch.ntk.estimators import Estimate
 from ntksearch.ntk.lanczos import gauss_radau, ritz
@@ -29,6 +30,7 @@ from ntksearch.ntk.lanczos import gauss_radau, ritz
 __all__ = ["QUANTITIES", "LinearisedKernel", "LinearisedMetrics", "check_setting"]
 
 QUANTITIES = ("train_loss", "val_loss", "val_accuracy", "complexity")
+_NODE = 1e-12  # the Gauss–Radau node sits at −_NODE · θ_max: below every eigenvalue of the PSD K_AA
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class LinearisedKernel:
     n_jvp: int
     n_vjp: int
     rtol: float
+    _spectra: dict[int, tuple[np.ndarray, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_examples(self) -> int:
@@ -109,15 +112,12 @@ class LinearisedKernel:
         """
         setting = _setting(self, learning_rate, steps, ridge, momentum, lr_fraction)
         k = self.lanczos_steps
-        now = _evaluate(self, k, setting)
-        before = _evaluate(self, k - 1, setting) if k > 1 else None
-        n, c = self.n_examples, self.n_classes
-        diverged = setting.eta * self.lambda_max / n >= 2 * (1 + momentum)
-        drho = float(np.sum(now["weights"] / (now["theta"] + setting.rho) ** 2)) / n
-        errors = {
-            "train_loss": _change(now, before, "train_loss"),
-            "complexity": now["complexity_upper"] - now["complexity"] + drho * ridge * self.trace_stderr / (n * c),
-        }
+        with threadpool_limits(1, user_api="blas"):  # k × k host algebra; threaded BLAS only thrashes here
+            now = _evaluate(self, k, setting)
+            before = _evaluate(self, k - 1, setting) if k > 1 else None
+        c = self.n_classes
+        diverged = setting.eta * self.lambda_max / self.n_examples >= 2 * (1 + momentum)
+        errors = {"train_loss": _change(now, before, "train_loss"), "complexity": self._complexity_error(now, ridge)}
         if self.val_products is not None:
             errors["val_loss"] = _change(now, before, "val_loss")
             errors["val_accuracy"] = (float(np.mean(now["labels"] != before["labels"])) if before is not None
@@ -132,22 +132,38 @@ class LinearisedKernel:
                                            bool(err <= self.rtol * abs(value)))
         return LinearisedMetrics(estimates, setting.eta, steps, setting.rho, momentum, self.lambda_max, diverged, k)
 
+    def _complexity_error(self, now: dict[str, Any], ridge: float) -> float:
+        """The Gauss–Radau bracket plus twice the trace's standard error carried through ρ (|∂C/∂ρ| δρ)."""
+        derivative = float(np.sum(now["weights"] / (now["theta"] + now["rho"]) ** 2)) / self.n_examples
+        rho_error = ridge * 2 * self.trace_stderr / self.residual.size
+        return now["complexity_upper"] - now["complexity"] + derivative * rho_error
+
+    def spectrum(self, k: int) -> tuple[np.ndarray, ...]:
+        """(θ, S) of T_k and (θ̃, S̃₁,:) of its Gauss–Radau extension with the node −10⁻¹²θ_max (cached: they do
+        not depend on the setting)."""
+        if k not in self._spectra:
+            tri = self.tridiagonal[:k, :k]
+            theta, vectors = ritz(tri)
+            upper_theta, upper_vectors = ritz(gauss_radau(tri, self.betas[k - 1], -_NODE * theta[-1]))
+            self._spectra[k] = (theta, vectors, upper_theta, upper_vectors[0])
+        return self._spectra[k]
+
     def settled(self, learning_rate: float | str, steps: int, ridge: float, momentum: float, lr_fraction: float,
                 rtol: float, *, watch_displacement: bool) -> bool:
         """The stopping rule of :func:`ntksearch.ntk.linearised.linearise_kernel` for one setting at the last step:
-        the train loss changed by ≤ rtol, the complexity's Gauss/Gauss–Radau bracket is ≤ rtol wide and, with a
-        held-out batch (``watch_displacement``), the displacement θ_t − θ₀ = J_Aᵀ Q_k y changed by ≤ rtol in norm
-        (√(δyᵀT_kδy), relative); for a diverging setting, λ_max changed by ≤ rtol."""
+        relative to their values, the train loss changed by ≤ rtol, the complexity's error indicator is ≤ rtol and,
+        with a held-out batch (``watch_displacement``), the displacement θ_t − θ₀ = J_Aᵀ Q_k y changed by ≤ rtol
+        in norm (√(δyᵀT_kδy)); for a diverging setting, the complexity's indicator and λ_max's change."""
         k = self.lanczos_steps
         if k < 2:
             return False
         setting = _setting(self, learning_rate, steps, ridge, momentum, lr_fraction)
         now, before = _evaluate(self, k, setting), _evaluate(self, k - 1, setting)
         top = now["theta"][-1]
+        complexity = self._complexity_error(now, ridge) <= rtol * now["complexity"]
         if setting.eta * top / self.n_examples >= 2 * (1 + momentum):
-            return bool(abs(top - before["theta"][-1]) <= rtol * top)
-        settled = (_change(now, before, "train_loss") <= rtol * abs(now["train_loss"])
-                   and now["complexity_upper"] - now["complexity"] <= rtol * now["complexity"])
+            return bool(complexity and abs(top - before["theta"][-1]) <= rtol * top)
+        settled = complexity and _change(now, before, "train_loss") <= rtol * abs(now["train_loss"])
         if watch_displacement:
             step = now["coefficients"] - np.append(before["coefficients"], 0.0)
             y = now["coefficients"]
@@ -212,25 +228,23 @@ def _dynamics(theta: np.ndarray, step: float, steps: int, momentum: float) -> tu
 
 def _evaluate(kernel: LinearisedKernel, k: int, s: _Setting) -> dict[str, Any]:
     """Every quantity from the first k Lanczos vectors (Gauss quadrature and the Lanczos approximation)."""
-    tri = kernel.tridiagonal[:k, :k]
-    theta, vectors = ritz(tri)
+    theta, vectors, upper_theta, upper_first = kernel.spectrum(k)
     norm = float(np.linalg.norm(kernel.residual))
     c = norm * vectors[0]
     n = kernel.n_examples
     p, h = _dynamics(theta, s.eta / n, s.steps, s.momentum)
-    node = -min(1e-12 * theta[-1], s.rho / 2)  # below every eigenvalue of the PSD K_AA
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         out: dict[str, Any] = {
             "theta": theta,
             "weights": c**2,
+            "rho": s.rho,
             "train_loss": float(np.sum((c * p) ** 2)) / (2 * n),
             "complexity": float(np.sum(c**2 / (theta + s.rho))) / n,
-            "complexity_upper": math.inf,
+            "complexity_upper": math.inf,  # the Radau node −10⁻¹²θ_max must lie above −ρ
             "coefficients": vectors @ (h * c),  # y: h_t(K_AA) r₀ ≈ Q_k y
         }
-        if node < 0:
-            upper_theta, upper_vectors = ritz(gauss_radau(tri, kernel.betas[k - 1], node))
-            out["complexity_upper"] = float(np.sum((norm * upper_vectors[0]) ** 2 / (upper_theta + s.rho))) / n
+        if s.rho > 2 * _NODE * theta[-1]:
+            out["complexity_upper"] = float(np.sum((norm * upper_first) ** 2 / (upper_theta + s.rho))) / n
         if kernel.val_products is not None:
             shift = kernel.val_products[:, :k] @ out["coefficients"]
             pred = kernel.val_outputs + shift.reshape(kernel.val_outputs.shape)

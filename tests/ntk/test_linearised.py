@@ -3,69 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import jax
 import numpy as np
 import pytest
 
-from ntksearch.ntk import exact_jacobian, linearise_kernel, linearised_metrics, ntk_metrics
+from ntksearch.ntk import linearise_kernel, linearised_metrics, ntk_metrics
 from ntksearch.ntk.estimators import probe_products
+from tests.ntk.linearised_reference import Dense, dense, dense_metrics, held_out, simulate
 from tests.ntk.problems import CLASSIFIERS, Problem, make_mlp
 
 KEY = jax.random.PRNGKey(0)
 QUANTITIES = ("train_loss", "val_loss", "val_accuracy", "complexity")
-
-
-class Dense(NamedTuple):
-    """The dense objects of a problem with a held-out batch."""
-
-    kernel: np.ndarray  # K_AA (NC, NC)
-    cross: np.ndarray  # K_BA (MC, NC)
-    residual: np.ndarray  # r₀ (NC,)
-    val_outputs: np.ndarray  # f₀(B) (M, C)
-    val_labels: np.ndarray  # (M,)
-
-
-def dense(problem: Problem, x_val, y_val) -> Dense:
-    j_a = np.asarray(exact_jacobian(problem.apply_fn, problem.params, problem.x), np.float64)
-    j_b = np.asarray(exact_jacobian(problem.apply_fn, problem.params, x_val), np.float64)
-    f0 = np.asarray(problem.apply_fn(problem.params, problem.x), np.float64)
-    return Dense(j_a @ j_a.T, j_b @ j_a.T, (np.asarray(problem.y) - f0).ravel(),
-                 np.asarray(problem.apply_fn(problem.params, x_val), np.float64), np.asarray(y_val))
-
-
-def dense_metrics(d: Dense, eta: float, steps: int, ridge: float) -> dict[str, float]:
-    """The definitions, by the eigendecomposition K_AA = U diag(λ) Uᵀ (gradient descent, β = 0)."""
-    n_classes = d.val_outputs.shape[1]
-    n_ex = d.residual.size // n_classes
-    lam, vecs = np.linalg.eigh(d.kernel)
-    lam = np.maximum(lam, 0.0)
-    a = eta * lam / n_ex
-    p = (1 - a) ** steps
-    with np.errstate(divide="ignore", invalid="ignore"):  # 1 − p without cancellation where a is small
-        decayed = np.where(a < 1, -np.expm1(steps * np.log1p(-np.where(a < 1, a, 0.0))), 1 - p)
-        h = np.where(lam > 0, decayed / lam, steps * eta / n_ex)
-    coef = vecs.T @ d.residual
-    pred = d.val_outputs + (d.cross @ (vecs @ (h * coef))).reshape(d.val_outputs.shape)
-    rho = ridge * np.trace(d.kernel) / d.residual.size
-    return {"train_loss": float(np.sum((p * coef) ** 2)) / (2 * n_ex),
-            "val_loss": float(np.sum((pred - np.eye(n_classes)[d.val_labels]) ** 2)) / (2 * len(d.val_labels)),
-            "val_accuracy": float(np.mean(np.argmax(pred, axis=1) == d.val_labels)),
-            "complexity": float(d.residual @ np.linalg.solve(d.kernel + rho * np.eye(len(lam)), d.residual)) / n_ex}
-
-
-def simulate(d: Dense, eta: float, steps: int, momentum: float) -> tuple[float, float]:
-    """(train_loss, val_loss) by running heavy-ball gradient descent on the linearised model in function space:
-    θ_s − θ₀ = J_Aᵀ a_s with a_{s+1} = a_s + β(a_s − a_{s−1}) + (η/N)(r₀ − K_AA a_s)."""
-    n_ex = d.residual.size // d.val_outputs.shape[1]
-    a = previous = np.zeros_like(d.residual)
-    for _ in range(steps):
-        a, previous = a + momentum * (a - previous) + eta / n_ex * (d.residual - d.kernel @ a), a
-    r = d.residual - d.kernel @ a
-    pred = d.val_outputs + (d.cross @ a).reshape(d.val_outputs.shape)
-    target = np.eye(d.val_outputs.shape[1])[d.val_labels]
-    return float(r @ r) / (2 * n_ex), float(np.sum((pred - target) ** 2)) / (2 * len(target))
 
 
 @pytest.fixture(params=sorted(CLASSIFIERS), scope="module")
@@ -74,12 +23,6 @@ def case(request: pytest.FixtureRequest) -> tuple[Problem, jax.Array, np.ndarray
         problem = CLASSIFIERS[request.param]()
         x_val, labels = held_out(problem)
         return problem, x_val, labels, dense(problem, x_val, labels)
-
-
-def held_out(problem: Problem) -> tuple[jax.Array, np.ndarray]:
-    """Other examples of the training batch's shape (reversed, rescaled and shifted) with labels 0, 1, …, C − 1, …"""
-    n_ex, n_classes = problem.y.shape
-    return problem.x[::-1] * 0.8 + 0.1, np.arange(n_ex) % n_classes
 
 
 def test_exact_once_the_basis_spans_the_space(case):
@@ -124,6 +67,8 @@ def test_momentum_matches_heavy_ball_gradient_descent(case):
         train, val = simulate(d, eta, steps, momentum)
         assert got["train_loss"].value == pytest.approx(train, rel=1e-8)
         assert got["val_loss"].value == pytest.approx(val, rel=1e-8)
+    reference = dense_metrics(d, eta, 25, 1e-3)  # the dense reference itself, against the step-by-step run
+    assert (reference["train_loss"], reference["val_loss"]) == pytest.approx(simulate(d, eta, 25, 0.0), rel=1e-8)
 
 
 def test_divergence_above_the_stable_rate(case):
