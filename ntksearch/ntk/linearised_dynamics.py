@@ -133,10 +133,11 @@ class LinearisedKernel:
         return LinearisedMetrics(estimates, setting.eta, steps, setting.rho, momentum, self.lambda_max, diverged, k)
 
     def _complexity_error(self, now: dict[str, Any], ridge: float) -> float:
-        """The Gauss–Radau bracket plus twice the trace's standard error carried through ρ (|∂C/∂ρ| δρ)."""
+        """The Gauss–Radau bracket (its magnitude: rounding can cross the two rules once they agree) plus twice the
+        trace's standard error carried through ρ (|∂C/∂ρ| δρ)."""
         derivative = float(np.sum(now["weights"] / (now["theta"] + now["rho"]) ** 2)) / self.n_examples
         rho_error = ridge * 2 * self.trace_stderr / self.residual.size
-        return now["complexity_upper"] - now["complexity"] + derivative * rho_error
+        return abs(now["complexity_upper"] - now["complexity"]) + derivative * rho_error
 
     def spectrum(self, k: int) -> tuple[np.ndarray, ...]:
         """(θ, S) of T_k and (θ̃, S̃₁,:) of its Gauss–Radau extension with the node −10⁻¹²θ_max (cached: they do
