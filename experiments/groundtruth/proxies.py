@@ -7,8 +7,10 @@ seed=0)``). The NTK quantities are estimated by Hutch++ (48-column sketch) to a 
 1% (budget 1,024 passes), far below the spread between architectures and cheaper than the exact 2·min(n, p)
 = 1,280 passes, which cost minutes per CNN here; λ_max by up to 30 Lanczos steps (single-vector Lanczos when the
 tables were built; today's block-Krylov ``lambda_max`` reproduces those values within their residual bounds).
-One CSV row per architecture (resumable, flushed row by row): every proxy's value and standard error,
-seconds per proxy group, and the error of a candidate that failed to build or score.
+The linearised-training proxies (``lin_*``, ``ntk_complexity``) run at ``LinearisedOptions``' defaults with a
+class-balanced held-out batch of ``--val-batch`` examples of the recipe's validation split (seed 0). One CSV row
+per architecture (resumable, flushed row by row): every proxy's value and standard error, seconds per proxy
+group, and the error of a candidate that failed to build or score.
 
 Usage::
 
@@ -39,15 +41,17 @@ FIELDS = (["dataset", "family", "arch_id", "error", "seconds"]
           + [f"{name}{suffix}" for name in PROXIES for suffix in ("", "_stderr")])
 
 
-def score_architecture(arch: dict, dataset, x: jax.Array, y: jax.Array) -> dict:
-    """All proxies of one architecture (errors are recorded, not raised)."""
+def score_architecture(arch: dict, dataset, x: jax.Array, y: jax.Array, held_out: tuple[jax.Array, jax.Array]
+                       ) -> dict:
+    """All proxies of one architecture (errors are recorded, not raised); ``held_out``: (x_val, y_val one-hot)."""
     row = {"dataset": dataset.name, "family": arch["family"], "arch_id": arch["arch_id"], "error": ""}
     start = time.perf_counter()
     try:
         init_key, _ = jax.random.split(jax.random.key(0))
         built = build_model(arch["family"], arch["arch"], input_shape=dataset.input_shape,
                             n_classes=dataset.n_classes, key=init_key)
-        inputs = ProxyInputs.from_model(built, x, y, key=jax.random.key(1), ntk=NTK)
+        inputs = ProxyInputs.from_model(built, x, y, key=jax.random.key(1), ntk=NTK, x_val=held_out[0],
+                                        y_val=held_out[1])
         result = compute_proxies(list(PROXIES), inputs)
         for name, value in result.values.items():
             row[name], row[f"{name}_stderr"] = value.value, value.stderr
@@ -65,10 +69,12 @@ def main() -> None:
     parser.add_argument("--n-cnn", type=int, default=100)
     parser.add_argument("--n-rnn", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--val-batch", type=int, default=256)
     args = parser.parse_args()
 
     dataset = _dataset(recipe(args.dataset))
     x, y = (jnp.asarray(a) for a in scoring_batch(dataset, args.batch, seed=0))
+    held_out = tuple(jnp.asarray(a) for a in scoring_batch(dataset, args.val_batch, seed=0, split="val"))
     archs = [a for fam, n in (("mlp", args.n_mlp), ("cnn", args.n_cnn), ("rnn", args.n_rnn))
              for a in sample_architectures(fam, n)]
     done = set()
@@ -84,7 +90,7 @@ def main() -> None:
         if new:
             writer.writeheader()
         for i, arch in enumerate(todo, 1):
-            row = score_architecture(arch, dataset, x, y)
+            row = score_architecture(arch, dataset, x, y, held_out)
             writer.writerow(row)
             fh.flush()
             jax.clear_caches()  # each architecture compiles its own programs; keep the process's memory flat
