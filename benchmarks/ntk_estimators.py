@@ -93,17 +93,17 @@ def cnn_apply(params: dict, x: jax.Array) -> jax.Array:
     return h.mean(axis=(1, 2)) @ params["head"]["w"] + params["head"]["b"]
 
 
-def make_mlp() -> tuple[Callable, object, jax.Array, None]:
+def make_mlp(batch: int = 50) -> tuple[Callable, object, jax.Array, None]:
     keys = jax.random.split(jax.random.PRNGKey(0), 15)
     sizes = [784] + [64] * 15
     params = [
         {"w": _uniform(k, (a, b), a), "b": _uniform(jax.random.fold_in(k, 1), (b,), a)}
         for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
     ]
-    return mlp_apply, params, fashion_images(50)[0], None
+    return mlp_apply, params, fashion_images(batch)[0], None
 
 
-def make_gru() -> tuple[Callable, object, jax.Array, None]:
+def make_gru(batch: int = 15) -> tuple[Callable, object, jax.Array, None]:
     k = jax.random.split(jax.random.PRNGKey(0), 5)
     hid, feat = 64, 10
     params = {
@@ -112,15 +112,15 @@ def make_gru() -> tuple[Callable, object, jax.Array, None]:
         "bi": _uniform(k[2], (3 * hid,), hid),
         "bh": _uniform(k[3], (3 * hid,), hid),
     }
-    return gru_apply, params, jax.random.normal(k[4], (15, 50, feat)), None
+    return gru_apply, params, jax.random.normal(k[4], (batch, 50, feat)), None
 
 
-def make_cnn() -> tuple[Callable, object, jax.Array, jax.Array]:
+def make_cnn(batch: int = 32) -> tuple[Callable, object, jax.Array, jax.Array]:
     k = jax.random.split(jax.random.PRNGKey(0), 4)
     chans = [(1, 16), (16, 32), (32, 32)]
     convs = [_uniform(ki, (3, 3, a, b), 9 * a) for ki, (a, b) in zip(k[:3], chans, strict=True)]
     params = {"convs": convs, "head": {"w": _uniform(k[3], (32, 10), 32), "b": jnp.zeros(10)}}
-    return cnn_apply, params, *fashion_images(32)
+    return cnn_apply, params, *fashion_images(batch)
 
 
 MODELS = {"mlp": make_mlp, "gru": make_gru, "cnn": make_cnn}

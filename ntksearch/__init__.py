@@ -2,10 +2,12 @@
 
 The public API, by layer (see ``docs/architecture.md``):
 
-* NTK core (pure JAX): :func:`ntk_metrics`, :func:`lambda_max`, :class:`NTKOperator`, :func:`exact_ntk`,
-  :func:`exact_ntk_stats`, :class:`Estimate`.
-* Proxies: :data:`PROXIES`, :func:`compute_proxies`, :class:`ProxyInputs`, :class:`NTKOptions`, :func:`score`,
-  :data:`DEFAULT_SCORE`, :func:`az_nas_rank_score` (AZ-NAS's aggregate over a population).
+* NTK core (pure JAX): :func:`ntk_metrics`, :func:`lambda_max`, :func:`linearised_metrics`,
+  :func:`linearise_kernel` (:class:`LinearisedKernel`, :class:`LinearisedMetrics`), :class:`NTKOperator`,
+  :func:`exact_ntk`, :func:`exact_ntk_stats`, :class:`Estimate`.
+* Proxies: :data:`PROXIES`, :func:`compute_proxies`, :class:`ProxyInputs`, :class:`NTKOptions`,
+  :class:`LinearisedOptions`, :func:`score`, :data:`DEFAULT_SCORE`, :func:`az_nas_rank_score` (AZ-NAS's
+  aggregate over a population).
 * Spaces and models: :func:`load_space`, :class:`SearchSpace`, :class:`Point`, :func:`build_model`,
   :class:`BuiltModel`, :data:`FAMILIES`, :func:`count_flops`, :func:`nb201_arch_string`.
 * Data and training: :func:`load_dataset`, :class:`Dataset`, :func:`scoring_batch`, :class:`TrainHParams`,
@@ -23,10 +25,14 @@ from ntksearch.models import FAMILIES, BuiltModel, build_model, count_flops, nb2
 from ntksearch.ntk import (
     Estimate,
     ExactNTKStats,
+    LinearisedKernel,
+    LinearisedMetrics,
     NonFiniteModelError,
     NTKOperator,
     exact_ntk,
     exact_ntk_stats,
+    linearise_kernel,
+    linearised_metrics,
     ntk_metrics,
 )
 from ntksearch.ntk.spectra import lambda_max
@@ -34,6 +40,7 @@ from ntksearch.proxies import (
     AZ_NAS_TERMS,
     DEFAULT_SCORE,
     PROXIES,
+    LinearisedOptions,
     NTKOptions,
     ProxyInputs,
     ProxyValue,
@@ -75,6 +82,9 @@ __all__ = [
     "DatasetNotFoundError",
     "Estimate",
     "ExactNTKStats",
+    "LinearisedKernel",
+    "LinearisedMetrics",
+    "LinearisedOptions",
     "NTKOperator",
     "NTKOptions",
     "NonFiniteModelError",
@@ -96,6 +106,8 @@ __all__ = [
     "export_leaderboard",
     "lambda_max",
     "leaderboard_frame",
+    "linearise_kernel",
+    "linearised_metrics",
     "load_dataset",
     "load_experiment",
     "load_space",

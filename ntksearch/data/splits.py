@@ -102,8 +102,9 @@ def _balanced_counts(counts: np.ndarray, size: int, rng: np.random.Generator) ->
     return take
 
 
-def scoring_batch(dataset: Dataset, size: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A class-balanced batch from the training split, for scoring candidates at initialisation.
+def scoring_batch(dataset: Dataset, size: int, *, seed: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """A class-balanced batch from one split (``train``, ``val`` or ``test``), for scoring candidates at
+    initialisation (the training split) or holding out (the validation split).
 
     Every class gets ``size // C`` examples (one more for ``size % C`` randomly chosen classes); a class with
     too few examples gives its share to the others. Deterministic for ``seed``; examples in random order.
@@ -111,14 +112,17 @@ def scoring_batch(dataset: Dataset, size: int, *, seed: int) -> tuple[np.ndarray
     Returns:
       x: float32 ``(size, *input_shape)``; y_onehot: float32 ``(size, n_classes)``.
     """
-    n_train = len(dataset.y_train)
-    if not 1 <= size <= n_train:
-        raise DatasetError(f"scoring batch size must be in [1, {n_train}] (the training split of "
+    splits = {name: (x, y) for name, x, y in dataset.splits()}
+    if split not in splits:
+        raise DatasetError(f"unknown split {split!r}; choose one of: {', '.join(splits)}")
+    x_split, y_split = splits[split]
+    if not 1 <= size <= len(y_split):
+        raise DatasetError(f"scoring batch size must be in [1, {len(y_split)}] (the {split} split of "
                            f"{dataset.name}), got {size!r}")
     rng = np.random.default_rng(seed)
     classes = np.arange(dataset.n_classes)
-    members = [rng.permutation(np.flatnonzero(dataset.y_train == c)) for c in classes]
+    members = [rng.permutation(np.flatnonzero(y_split == c)) for c in classes]
     take = _balanced_counts(np.array([len(m) for m in members]), size, rng)
     idx = rng.permutation(np.concatenate([m[:k] for m, k in zip(members, take, strict=True)]))
-    y_onehot = np.eye(dataset.n_classes, dtype=np.float32)[dataset.y_train[idx]]
-    return dataset.x_train[idx], y_onehot
+    y_onehot = np.eye(dataset.n_classes, dtype=np.float32)[y_split[idx]]
+    return x_split[idx], y_onehot

@@ -1,7 +1,9 @@
-"""Matrix-free empirical NTK: operator, randomised estimators, spectra and dense references (pure JAX)."""
+"""Matrix-free empirical NTK: operator, randomised estimators, spectra, linearised training and dense references
+(pure JAX)."""
 
 from ntksearch.ntk.estimators import METHODS, QUANTITIES, Estimate, NonFiniteModelError, ntk_metrics
 from ntksearch.ntk.exact import ExactNTKStats, exact_jacobian, exact_ntk, exact_ntk_stats
+from ntksearch.ntk.linearised import LinearisedKernel, LinearisedMetrics, linearise_kernel, linearised_metrics
 from ntksearch.ntk.operator import NTKOperator, jvp_batch, kvp_batch, vjp_batch
 
 __all__ = [
@@ -9,6 +11,8 @@ __all__ = [
     "QUANTITIES",
     "Estimate",
     "ExactNTKStats",
+    "LinearisedKernel",
+    "LinearisedMetrics",
     "NTKOperator",
     "NonFiniteModelError",
     "exact_jacobian",
@@ -16,6 +20,8 @@ __all__ = [
     "exact_ntk_stats",
     "jvp_batch",
     "kvp_batch",
+    "linearise_kernel",
+    "linearised_metrics",
     "ntk_metrics",
     "vjp_batch",
 ]

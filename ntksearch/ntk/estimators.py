@@ -288,6 +288,7 @@ class ProbeProducts(NamedTuple):
       image_norm, adjoint_norm: (b,) row norms, computed without overflow. cosines: (b, b) cosines between
         the rows of ``images`` (0 for a zero row).
       n_nonfinite: non-finite entries of the model output.
+      outputs: (n,) the flattened model output at the point (the linearisation's primal value).
     """
 
     images: Array
@@ -296,6 +297,7 @@ class ProbeProducts(NamedTuple):
     adjoint_norm: Array
     cosines: Array
     n_nonfinite: Array
+    outputs: Array
 
     @property
     def image_sq(self) -> np.ndarray:
@@ -367,7 +369,8 @@ def probe_products(apply_fn: ApplyFn, params: Params, x: Array, z: Array, *, sid
     adj = (_on_devices(lambda w: lin.adjoint_images(side, w), img, mesh) if adjoint
            else jnp.zeros((z.shape[0], 0), z.dtype))
     img_norm = _row_norms(img)
-    return ProbeProducts(img, adj, img_norm, _row_norms(adj), _cosines(img, img_norm), jnp.sum(~jnp.isfinite(lin.z)))
+    return ProbeProducts(img, adj, img_norm, _row_norms(adj), _cosines(img, img_norm), jnp.sum(~jnp.isfinite(lin.z)),
+                         lin.z)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -414,10 +417,14 @@ class ProbeKernel:
     def for_plan(cls, apply_fn: ApplyFn, params: Params, x: Array, plan: EstimatePlan) -> ProbeKernel:
         return cls(apply_fn, params, x, side=plan.side, block_size=plan.block_size, dim=plan.dim, mesh=plan.mesh)
 
-    def __call__(self, rows: np.ndarray, *, adjoint: bool) -> ProbeProducts:
-        """Products for up to b rows (zero-padded to b: one compiled shape)."""
-        padded = np.zeros((self.b, self.dim), self.dtype)
-        padded[: rows.shape[0]] = rows
+    def __call__(self, rows: np.ndarray | Array, *, adjoint: bool) -> ProbeProducts:
+        """Products for up to b host rows (zero-padded to b: one compiled shape), or for a whole (b, d) block
+        already on the device (used as it is, without a round trip through the host)."""
+        if isinstance(rows, jax.Array) and rows.shape == (self.b, self.dim):
+            padded = rows
+        else:
+            padded = np.zeros((self.b, self.dim), self.dtype)
+            padded[: rows.shape[0]] = rows
         out = self.call(jnp.asarray(padded), adjoint=adjoint)
         if not self.checked:
             self.checked = True

@@ -1,6 +1,7 @@
 """Zero-cost proxies: a registry of named scores over (apply_fn, params, x, y): NTK-based, baselines, published."""
 
 from ntksearch.proxies import baselines as _baselines  # noqa: F401  (registers its groups)
+from ntksearch.proxies import linearised as _linearised  # noqa: F401  (registers its group)
 from ntksearch.proxies import ntk_proxies as _ntk_proxies  # noqa: F401  (registers its groups)
 from ntksearch.proxies import patterns as _patterns  # noqa: F401  (registers its groups)
 from ntksearch.proxies import published as _published  # noqa: F401  (registers its groups)
@@ -8,6 +9,7 @@ from ntksearch.proxies.az_nas import AZ_NAS_TERMS, az_nas_rank_score
 from ntksearch.proxies.registry import (
     GROUPS,
     PROXIES,
+    LinearisedOptions,
     NTKOptions,
     Proxy,
     ProxyInputs,
@@ -25,6 +27,7 @@ __all__ = [
     "GROUPS",
     "PROXIES",
     "LinearScore",
+    "LinearisedOptions",
     "NTKOptions",
     "Proxy",
     "ProxyInputs",

@@ -6,8 +6,9 @@ gradient proxies from a single gradient. ``compute_proxies`` runs each needed gr
 (later groups may read earlier groups' values), and times it.
 
 Inputs are :class:`ProxyInputs`: the one model interface ``apply_fn(params, x)`` plus optional extras a
-family provides (``state_fn``, ``features_fn``, ``probe_fn``, counted ``flops``). Proxies that need an extra
-which is absent are skipped with a clear error when asked for by name.
+family provides (``state_fn``, ``features_fn``, ``probe_fn``, counted ``flops``) or a search adds (a held-out
+batch ``x_val``, ``y_val``). Proxies that need an extra which is absent are skipped with a clear error when
+asked for by name.
 
 Adding a proxy is one function and one line: write ``group(inputs, done) -> {name: ProxyValue}`` and
 register it and its proxies with :func:`register_group` (``after`` names groups whose values it reads from
@@ -29,6 +30,7 @@ from ntksearch.ntk.operator import ApplyFn, Array, Params
 __all__ = [
     "GROUPS",
     "PROXIES",
+    "LinearisedOptions",
     "NTKOptions",
     "Proxy",
     "ProxyInputs",
@@ -64,6 +66,28 @@ class NTKOptions:
 
 
 @dataclass(frozen=True)
+class LinearisedOptions:
+    """The setting of the linearised-training proxies (see :func:`ntksearch.linearised_metrics`).
+
+    ``learning_rate`` (a number or ``"auto"``), ``steps``, ``momentum`` and ``lr_fraction`` give the gradient
+    descent the linearised network runs; with ``from_training`` a search replaces them per candidate by what
+    its training hyperparameters say (:func:`ntksearch.proxies.linearised.options_for_training`). ``ridge`` sets
+    ρ of the complexity, ``max_matvecs`` and ``rtol`` the Lanczos budget and tolerance (looser than the
+    function's default: ranking needs little), ``val_batch_size`` the held-out batch a search draws.
+    """
+
+    learning_rate: float | str = "auto"
+    steps: int = 100
+    ridge: float = 1e-3
+    lr_fraction: float = 0.5
+    momentum: float = 0.0
+    max_matvecs: int = 128
+    rtol: float = 1e-2
+    val_batch_size: int = 256
+    from_training: bool = True
+
+
+@dataclass(frozen=True)
 class ProxyInputs:
     """What a proxy may look at: one scoring batch and the candidate as pure functions.
 
@@ -79,6 +103,9 @@ class ProxyInputs:
         block outputs and additive taps, for proxies that need gradients with respect to activations.
       flops: counted forward FLOPs of one example, if known.
       ntk: estimation options for the NTK proxies.
+      x_val, y_val: a held-out batch (M, ...) with integer labels (M,) or one-hot (M, C), for the linearised
+        network's held-out loss and accuracy.
+      linearised: the setting of the linearised-training proxies.
     """
 
     apply_fn: ApplyFn
@@ -91,13 +118,18 @@ class ProxyInputs:
     probe_fn: Callable[..., Any] | None = None
     flops: int | None = None
     ntk: NTKOptions = field(default_factory=NTKOptions)
+    x_val: Array | None = None
+    y_val: Array | None = None
+    linearised: LinearisedOptions = field(default_factory=LinearisedOptions)
 
     @classmethod
-    def from_model(cls, model: Any, x: Array, y: Array, *, key: Array, ntk: NTKOptions | None = None
-                   ) -> ProxyInputs:
+    def from_model(cls, model: Any, x: Array, y: Array, *, key: Array, ntk: NTKOptions | None = None,
+                   x_val: Array | None = None, y_val: Array | None = None,
+                   linearised: LinearisedOptions | None = None) -> ProxyInputs:
         """Inputs from a :class:`ntksearch.models.BuiltModel` (anything with its attributes)."""
         return cls(model.apply_fn, model.params, x, y, key, state_fn=model.state_fn, features_fn=model.features_fn,
-                   probe_fn=model.probe_fn, flops=model.flops, ntk=ntk or NTKOptions())
+                   probe_fn=model.probe_fn, flops=model.flops, ntk=ntk or NTKOptions(), x_val=x_val, y_val=y_val,
+                   linearised=linearised or LinearisedOptions())
 
 
 GroupFn = Callable[[ProxyInputs, Mapping[str, ProxyValue]], dict[str, ProxyValue]]
@@ -113,7 +145,8 @@ class Proxy:
       description: one line for docs and ``--help``.
       sign: +1 when larger values are expected to mean better accuracy (the usual reading in the literature),
         -1 when smaller, 0 when unknown. Only a default direction: reports give both signs.
-      requires: the optional :class:`ProxyInputs` fields it needs (``features_fn``, ``probe_fn``, ``flops``).
+      requires: the optional :class:`ProxyInputs` fields it needs (``features_fn``, ``probe_fn``, ``flops``,
+        ``x_val``...).
     """
 
     name: str
@@ -167,7 +200,7 @@ def compute_proxies(names: Iterable[str], inputs: ProxyInputs) -> ProxyResult:
             raise KeyError(f"unknown proxy {name!r}; registered: {', '.join(sorted(PROXIES))}")
         missing = [req for req in PROXIES[name].requires if getattr(inputs, req) is None]
         if missing:
-            raise ValueError(f"proxy {name!r} needs {', '.join(missing)}, which this model does not provide")
+            raise ValueError(f"proxy {name!r} needs {', '.join(missing)}, which these proxy inputs do not provide")
     needed = {PROXIES[n].group for n in names}
     for group in reversed(GROUPS):  # registry order is a topological order: close over dependencies
         if group in needed:

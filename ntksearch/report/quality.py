@@ -66,7 +66,8 @@ def proxy_quality(frame: pd.DataFrame, *, target: str = "val_accuracy", n_resamp
       target: the column to predict. n_resamples, confidence, seed: the bootstrap.
 
     Returns:
-      One row per score column with at least 3 finite pairs, sorted by Spearman ρ (descending):
+      One row per score column with at least 3 pairs, sorted by Spearman ρ (descending). Pairs with a NaN are
+      left out; an infinite proxy value (a diverged linearised loss) is kept and ranks at its end:
       ``column, expected_sign, n`` and each statistic of :data:`STATISTICS` with ``_low``/``_high``.
     """
     if target not in frame:
@@ -75,7 +76,7 @@ def proxy_quality(frame: pd.DataFrame, *, target: str = "val_accuracy", n_resamp
     rng = np.random.default_rng(seed)
     for column, sign in score_columns(frame).items():
         pairs = frame[[column, target]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-        pairs = pairs[np.isfinite(pairs).all(axis=1)]
+        pairs = pairs[~np.isnan(pairs).any(axis=1)]
         if len(pairs) < MIN_PAIRS:
             continue
         stats = rank_quality(pairs[:, 0], pairs[:, 1], sign=sign, n_resamples=n_resamples, confidence=confidence,

@@ -14,6 +14,12 @@ Annotated example (``experiments/quickstart.yaml`` is a real one)::
       batch_size: 64                  # the fixed class-balanced scoring batch (default 64, at least 2)
       ntk: {method: auto, rtol: 0.05} # NTK estimation (ntksearch.proxies.NTKOptions): method, rtol,
                                       #   max_matvecs, lanczos_iters, lanczos_rtol
+      linearised:                     # the linearised-training proxies (ntksearch.proxies.LinearisedOptions)
+        learning_rate: auto           #   η: a number or auto (lr_fraction · 2N/λ_max); for sgd/momentum
+        steps: 100                    #   candidates their own lr/C and schedule replace it (from_training)
+        val_batch_size: 256           #   held-out batch from the validation split (class-balanced, seeded)
+        ridge: 0.001                  #   ρ = ridge · tr K/(NC) of ntk_complexity
+        # lr_fraction: 0.5, momentum: 0.0, max_matvecs: 128, rtol: 0.01, from_training: true
     objective: default_score         # default; the forms are below
     record: [ntk_trace, grad_norm]    # proxies stored besides the objective's: all (default: every registered
                                       #   proxy the family supports), objective (only the objective's), or a list;
@@ -68,7 +74,7 @@ import optuna
 from ntksearch.data import DATASETS, Dataset, DatasetError, dataset_options, load_dataset
 from ntksearch.ntk import METHODS, QUANTITIES
 from ntksearch.ntk.estimators import plan_estimate
-from ntksearch.proxies import PROXIES, NTKOptions
+from ntksearch.proxies import PROXIES, LinearisedOptions, NTKOptions
 from ntksearch.search.objective import DEFAULT_BATCH_SIZE
 from ntksearch.search.objectives import Objective, parse_objective
 from ntksearch.search.samplers import SAMPLERS, make_sampler, parse_sampler_options
@@ -117,10 +123,11 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class ScoringSpec:
-    """The fixed scoring batch and how the NTK proxies are estimated on it."""
+    """The fixed scoring batch, how the NTK proxies are estimated on it and the linearised proxies' setting."""
 
     batch_size: int = DEFAULT_BATCH_SIZE
     ntk: NTKOptions = dataclasses.field(default_factory=NTKOptions)
+    linearised: LinearisedOptions = dataclasses.field(default_factory=LinearisedOptions)
 
 
 @dataclass(frozen=True)
@@ -271,24 +278,55 @@ _NTK_CHECKS: dict[str, Callable[[Node], Any]] = {
 }
 
 
+def _learning_rate(node: Node) -> float | str:
+    if isinstance(node.value, str):
+        return node.string(choices=("auto",))
+    return node.number(minimum=0.0, exclusive_minimum=True)
+
+
+def _momentum(node: Node) -> float:
+    value = node.number(minimum=0.0)
+    if value >= 1.0:
+        raise node.error(f"{value!r} is not allowed; the heavy-ball momentum must be in [0, 1)")
+    return value
+
+
+_LINEARISED_CHECKS: dict[str, Callable[[Node], Any]] = {
+    "learning_rate": _learning_rate,
+    "steps": lambda node: node.integer(minimum=1),
+    "ridge": lambda node: node.number(minimum=0.0, exclusive_minimum=True),
+    "lr_fraction": lambda node: node.number(minimum=0.0, exclusive_minimum=True),
+    "momentum": _momentum,
+    "max_matvecs": lambda node: node.integer(minimum=1),
+    "rtol": lambda node: node.number(minimum=0.0, maximum=1.0),
+    "val_batch_size": lambda node: node.integer(minimum=1),
+    "from_training": Node.boolean,
+}
+
+
+def _options(node: Node | None, checks: Mapping[str, Callable[[Node], Any]], cls: type) -> Any:
+    """``cls(**checked values)`` of a mapping whose keys must be among ``checks`` (defaults when absent)."""
+    if node is None:
+        return cls()
+    return cls(**{key: checks[key](node[key]) for key in node.mapping(optional=checks)})
+
+
 def _scoring(node: Node | None) -> ScoringSpec:
     if node is None:
         return ScoringSpec()
-    keys = node.mapping(optional={"batch_size", "ntk"})
+    keys = node.mapping(optional={"batch_size", "ntk", "linearised"})
     batch_size = ScoringSpec.batch_size
     if "batch_size" in keys:
         batch_size = node["batch_size"].integer()
         if batch_size < MIN_SCORING_BATCH:
             raise node["batch_size"].error(f"{batch_size} is below the minimum {MIN_SCORING_BATCH}: the centred "
                                            "label alignment of one example is undefined (its centred label is 0)")
-    ntk = NTKOptions()
+    ntk = _options(node.get("ntk"), _NTK_CHECKS, NTKOptions)
     if "ntk" in keys:
-        ntk_node = node["ntk"]
-        ntk_keys = ntk_node.mapping(optional=_NTK_CHECKS)
-        ntk = NTKOptions(**{key: _NTK_CHECKS[key](ntk_node[key]) for key in ntk_keys})
+        ntk_keys = node["ntk"].mapping(optional=_NTK_CHECKS)
         if "max_matvecs" in ntk_keys or "method" in ntk_keys:
-            _check_ntk_budget(ntk_node["max_matvecs" if "max_matvecs" in ntk_keys else "method"], ntk)
-    return ScoringSpec(batch_size, ntk)
+            _check_ntk_budget(node["ntk"]["max_matvecs" if "max_matvecs" in ntk_keys else "method"], ntk)
+    return ScoringSpec(batch_size, ntk, _options(node.get("linearised"), _LINEARISED_CHECKS, LinearisedOptions))
 
 
 def _check_ntk_budget(node: Node, ntk: NTKOptions) -> None:

@@ -45,7 +45,8 @@ import optuna
 from ntksearch.data import Dataset, scoring_batch
 from ntksearch.models import BuiltModel, nb201_arch_string
 from ntksearch.ntk import NonFiniteModelError
-from ntksearch.proxies import PROXIES, NTKOptions, ProxyInputs, ProxyValue, compute_proxies
+from ntksearch.proxies import PROXIES, LinearisedOptions, NTKOptions, ProxyInputs, ProxyValue, compute_proxies
+from ntksearch.proxies.linearised import options_for_training
 from ntksearch.search import attrs
 from ntksearch.search.objectives import Objective, as_objective
 from ntksearch.spaces import Point, SearchSpace
@@ -113,7 +114,9 @@ class ProxyObjective:
     Args:
       space: the search space (:func:`ntksearch.spaces.load_space`).
       data: a :class:`~ntksearch.data.Dataset` (a class-balanced scoring batch of ``batch_size`` examples is
-        drawn from its training split with ``seed``) or a fixed batch ``(x (N, ...), y_onehot (N, C))``.
+        drawn from its training split with ``seed``, and a held-out batch of ``linearised.val_batch_size``
+        examples, at most the whole split, from its validation split) or a fixed batch ``(x (N, ...),
+        y_onehot (N, C))`` (no held-out batch: the held-out linearised proxies are unavailable).
       proxies: proxies to record besides the objective's (default: none, only what the objective needs);
         ``None``: every registered proxy the candidate's family supports. Each proxy group compiles once per
         new architecture (seconds on a CPU): recording everything makes a search several times slower.
@@ -122,6 +125,10 @@ class ProxyObjective:
       seed: seeds every candidate's keys (:func:`candidate_keys`), the scoring batch and the sampler of
         :meth:`create_study`.
       ntk: NTK estimation options.
+      linearised: the linearised proxies' setting; with ``from_training``, each candidate's own training
+        hyperparameters replace its learning rate, momentum and steps (:mod:`ntksearch.proxies.linearised`).
+      train_size: examples of the candidates' confirmation training (default: the dataset's training split),
+        which give the linearised proxies their number of steps. epochs: confirmation's override of ``epochs``.
       batch_size: scoring batch size when ``data`` is a dataset.
       max_cached_architectures: compiled programs of at most this many distinct architectures are kept in the
         process; beyond it ``jax.clear_caches()`` drops them all. XLA:CPU maps memory for every compiled
@@ -131,12 +138,13 @@ class ProxyObjective:
     Attributes:
       directions: Optuna directions, for ``optuna.create_study(directions=...)``.
       objective: the parsed :class:`~ntksearch.search.objectives.Objective`.
-      x, y: the scoring batch.
+      x, y: the scoring batch. x_val, y_val: the held-out batch (one-hot), or None.
     """
 
     def __init__(self, space: SearchSpace, data: Dataset | tuple[np.ndarray, np.ndarray], *,
                  proxies: Iterable[str] | None = (), objective: Any = None, seed: int = 0,
-                 ntk: NTKOptions | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 ntk: NTKOptions | None = None, linearised: LinearisedOptions | None = None,
+                 train_size: int | None = None, epochs: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  max_cached_architectures: int = 32):
         self.space = space
         self.max_cached_architectures = max_cached_architectures
@@ -144,14 +152,26 @@ class ProxyObjective:
         self.objective: Objective = as_objective(objective)
         self.seed = seed
         self.ntk = ntk or NTKOptions()
+        self.linearised = linearised or LinearisedOptions()
+        self.train_size, self.epochs = train_size, epochs
+        self.x_val = self.y_val = None
         if isinstance(data, Dataset):
             self.x, self.y = scoring_batch(data, batch_size, seed=seed)
+            if len(data.y_val):
+                size = min(self.linearised.val_batch_size, len(data.y_val))
+                self.x_val, self.y_val = scoring_batch(data, size, seed=seed, split="val")
+            self.train_size = len(data.y_train) if train_size is None else train_size
         else:
             self.x, self.y = (np.asarray(a, np.float32) for a in data)
         self.record = None if proxies is None else tuple(proxies)
         unknown = sorted(set(self.record or ()) - set(PROXIES))
         if unknown:
             raise ValueError(f"unknown proxies {', '.join(unknown)}; registered: {', '.join(sorted(PROXIES))}")
+        held_out = [name for name in (*self.objective.proxies, *(self.record or ()))
+                    if "x_val" in PROXIES[name].requires and self.x_val is None]
+        if held_out:
+            raise ValueError(f"proxies {', '.join(held_out)} need a held-out batch: pass a Dataset with a "
+                             "non-empty validation split")
 
     @property
     def directions(self) -> list[str]:
@@ -169,6 +189,13 @@ class ProxyObjective:
             name for name, proxy in PROXIES.items() if all(getattr(inputs, r) is not None for r in proxy.requires)]
         return list(dict.fromkeys([*self.objective.proxies, *recorded]))
 
+    def linearised_options(self, point: Point) -> LinearisedOptions:
+        """The linearised proxies' setting for ``point`` (its training hyperparameters, with ``from_training``)."""
+        if not self.linearised.from_training:
+            return self.linearised
+        train = point.train if self.epochs is None else {**point.train, "epochs": self.epochs}
+        return options_for_training(train, self.linearised, n_classes=self.y.shape[-1], train_size=self.train_size)
+
     def evaluate(self, point: Point, number: int) -> Evaluation:
         """Build and score ``point`` as candidate ``number`` (its keys: :func:`candidate_keys`)."""
         keys = candidate_keys(self.seed, number)
@@ -181,7 +208,8 @@ class ProxyObjective:
                               f"build failed: {exc}")
         seconds = {"build": time.perf_counter() - start}
         self._track_compiled(built.apply_fn)
-        inputs = ProxyInputs.from_model(built, self.x, self.y, key=keys.proxies, ntk=self.ntk)
+        inputs = ProxyInputs.from_model(built, self.x, self.y, key=keys.proxies, ntk=self.ntk, x_val=self.x_val,
+                                        y_val=self.y_val, linearised=self.linearised_options(point))
         try:
             result = compute_proxies(self.proxy_names(inputs), inputs)
         except NonFiniteModelError as exc:

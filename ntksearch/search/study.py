@@ -211,7 +211,9 @@ def claim_output(experiment: Experiment, *, resume: bool = False, overwrite: boo
 
 
 def experiment_objective(experiment: Experiment, dataset: Dataset | None = None) -> ProxyObjective:
-    """The experiment's :class:`ProxyObjective` on ``dataset`` (default: load the experiment's).
+    """The experiment's :class:`ProxyObjective` on ``dataset`` (default: load the experiment's); the linearised
+    proxies count steps on the training set and epochs that confirmation will use (``confirm.max_train``,
+    ``confirm.epochs``).
 
     Raises:
       ConfigError: a bad dataset option, or sizes that do not fit the dataset
@@ -220,8 +222,14 @@ def experiment_objective(experiment: Experiment, dataset: Dataset | None = None)
     """
     dataset = dataset if dataset is not None else experiment.dataset.load()
     check_dataset_fit(experiment, dataset)
+    confirm = experiment.confirm
+    train_size = len(dataset.y_train)
+    if confirm is not None and confirm.max_train is not None:
+        train_size = min(train_size, confirm.max_train)
     return ProxyObjective(experiment.space, dataset, proxies=experiment.record,
                           objective=experiment.objective, seed=experiment.seed, ntk=experiment.scoring.ntk,
+                          linearised=experiment.scoring.linearised, train_size=train_size,
+                          epochs=None if confirm is None else confirm.epochs,
                           batch_size=experiment.scoring.batch_size)
 
 

@@ -20,12 +20,12 @@ import optax
 
 from ntksearch.validation import Node
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "ScheduleArgs", "TrainHParams", "make_transform"]
+__all__ = ["MOMENTUM", "OPTIMIZERS", "SCHEDULES", "ScheduleArgs", "TrainHParams", "make_transform"]
 
 Scalar = float | jax.Array
 OptimizerFactory = Callable[[Scalar, Scalar], optax.GradientTransformation]
 
-_MOMENTUM = 0.9
+MOMENTUM = 0.9  # the heavy-ball coefficient of the ``momentum`` optimizer
 
 
 def _sgd(learning_rate: Scalar, weight_decay: Scalar) -> optax.GradientTransformation:
@@ -35,7 +35,7 @@ def _sgd(learning_rate: Scalar, weight_decay: Scalar) -> optax.GradientTransform
 
 def _momentum(learning_rate: Scalar, weight_decay: Scalar) -> optax.GradientTransformation:
     """Heavy-ball SGD (momentum 0.9) with coupled weight decay."""
-    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=_MOMENTUM))
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=MOMENTUM))
 
 
 def _adam(learning_rate: Scalar, weight_decay: Scalar) -> optax.GradientTransformation:
@@ -160,6 +160,12 @@ class TrainHParams:
         values raise ``ConfigError("<file>: <path.key>: <message>")`` listing what is allowed.
         """
         return cls(**_validated(values, file, path))
+
+    def total_steps(self, n_train: int) -> int:
+        """Optimizer steps of a run on ``n_train`` examples: epochs × ⌊n_train / min(batch_size, n_train)⌋ (the last
+        incomplete batch is dropped), capped at ``max_steps``."""
+        total = self.epochs * (n_train // min(self.batch_size, n_train))
+        return total if self.max_steps is None else min(total, self.max_steps)
 
     def schedule_args(self, total_steps: int) -> ScheduleArgs:
         """The traced scalars for a run of ``total_steps`` optimizer steps."""

@@ -190,9 +190,7 @@ def train_model(built: TrainableModel, dataset: Dataset, hparams: TrainHParams, 
     n = len(dataset.y_train)
     batch = min(hparams.batch_size, n)
     per_epoch = n // batch
-    total = hparams.epochs * per_epoch
-    if hparams.max_steps is not None:
-        total = min(total, hparams.max_steps)
+    total = hparams.total_steps(n)
     args = hparams.schedule_args(total)
     x_all, y_all = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
     val = _eval_set(dataset.x_val, dataset.y_val)

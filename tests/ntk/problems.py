@@ -1,5 +1,7 @@
 """Small float64 test models (pure JAX) for the NTK tests: an MLP, a CNN and a vanilla RNN whose output is
-its whole hidden trajectory. Each ``make_*`` returns a :class:`Problem` ``(apply_fn, params, x, y)``."""
+its whole hidden trajectory, plus an RNN classifier (a linear head on the last hidden state). Each ``make_*``
+returns a :class:`Problem` ``(apply_fn, params, x, y)``; the classifiers (:data:`CLASSIFIERS`) have logits
+(N, C) and one-hot y."""
 
 from __future__ import annotations
 
@@ -80,4 +82,17 @@ def make_rnn(seed: int = 0, batch: int = 4, steps: int = 6, features: int = 3, h
     return Problem(rnn_apply, params, x, y)
 
 
+def rnn_classifier_apply(params: dict, x: jax.Array) -> jax.Array:
+    """The tanh RNN of :func:`rnn_apply` read out by a linear head on its last hidden state: logits (B, C)."""
+    return rnn_apply(params["rnn"], x)[:, -1] @ params["head"]["w"] + params["head"]["b"]
+
+
+def make_rnn_classifier(seed: int = 0, batch: int = 8, classes: int = 3) -> Problem:
+    rnn = make_rnn(seed, batch=batch)
+    head = _dense(jax.random.PRNGKey(seed + 1), rnn.params["wh"].shape[0], classes)
+    y = jax.nn.one_hot(jnp.arange(batch) % classes, classes)
+    return Problem(rnn_classifier_apply, {"rnn": rnn.params, "head": head}, rnn.x, y)
+
+
 PROBLEMS = {"mlp": make_mlp, "cnn": make_cnn, "rnn": make_rnn}
+CLASSIFIERS = {"mlp": make_mlp, "cnn": make_cnn, "rnn": make_rnn_classifier}

@@ -76,3 +76,14 @@ def test_top10_statistics_by_hand() -> None:
     top = rank_quality(x40, y40, n_resamples=50)
     assert top["top10_hit"] == 1.0 and top["top10_spearman"] == -1.0
     assert top["spearman_low"] <= top["spearman"] <= top["spearman_high"]
+
+
+def test_a_diverged_linearised_loss_ranks_last_instead_of_being_dropped() -> None:
+    frame = _frame()
+    frame["lin_val_accuracy"] = frame["val_accuracy"] / 2
+    frame["lin_val_loss"] = 1 - frame["val_accuracy"]
+    frame.loc[frame["val_accuracy"].idxmin(), "lin_val_loss"] = np.inf  # the worst candidate diverged
+    quality = proxy_quality(frame).set_index("column")
+    assert quality.loc["lin_val_accuracy", "expected_sign"] == 1 and quality.loc["lin_val_loss", "expected_sign"] == -1
+    assert quality.loc["lin_val_loss", "n"] == 30 and quality.loc["lin_val_loss", "spearman"] == pytest.approx(-1)
+    assert quality.loc["lin_val_loss", "top10_hit"] == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ntksearch.proxies import DEFAULT_SCORE, NTKOptions
+from ntksearch.proxies import DEFAULT_SCORE, LinearisedOptions, NTKOptions
 from ntksearch.search import ConfirmSpec, ProxyTarget, ScoreTarget, WeightedLog, load_experiment
 from ntksearch.validation import ConfigError
 from tests.search.helpers import TINY_SPACE, write_experiment
@@ -31,6 +31,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert experiment.objective.targets == (ScoreTarget(DEFAULT_SCORE),)
     assert experiment.record is None  # every proxy the family supports
     assert experiment.scoring.batch_size == 64 and experiment.scoring.ntk == NTKOptions()
+    assert experiment.scoring.linearised == LinearisedOptions()
     assert experiment.sampler.name == "tpe"
     assert experiment.confirm == ConfirmSpec()
 
@@ -38,7 +39,9 @@ def test_defaults(tmp_path: Path) -> None:
 def test_full_config(tmp_path: Path) -> None:
     path = write_experiment(
         tmp_path, seed=3, dataset={"name": "file", "path": "data/mine.npz", "label_column": "y"},
-        scoring={"batch_size": 8, "ntk": {"method": "hutch++", "rtol": 0.1, "max_matvecs": 64}},
+        scoring={"batch_size": 8, "ntk": {"method": "hutch++", "rtol": 0.1, "max_matvecs": 64},
+                 "linearised": {"learning_rate": 0.02, "steps": 500, "val_batch_size": 128, "ridge": 0.1,
+                                "momentum": 0.5, "from_training": False}},
         objective=[{"proxy": "ntk_effective_rank"}, {"proxy": "n_params", "direction": "minimize"},
                    {"combine": "weighted_log", "proxies": {"ntk_trace": 1.0, "ntk_condition": 2}}],
         record=["grad_norm", "grad_norm"], sampler={"name": "nsga2", "population_size": 8}, trials=None,
@@ -47,6 +50,8 @@ def test_full_config(tmp_path: Path) -> None:
     experiment = load_experiment(path)
     assert experiment.dataset.options == {"path": str(tmp_path / "data/mine.npz"), "label_column": "y"}
     assert experiment.scoring.ntk == NTKOptions(method="hutch++", rtol=0.1, max_matvecs=64)
+    assert experiment.scoring.linearised == LinearisedOptions(learning_rate=0.02, steps=500, val_batch_size=128,
+                                                              ridge=0.1, momentum=0.5, from_training=False)
     assert experiment.objective.targets == (
         ProxyTarget("ntk_effective_rank", "maximize"), ProxyTarget("n_params", "minimize"),
         WeightedLog((("ntk_trace", 1.0), ("ntk_condition", 2.0))))
@@ -70,7 +75,7 @@ def test_grid_sampler_may_omit_trials(tmp_path: Path) -> None:
     assert experiment.make_sampler().__class__.__name__ == "GridSampler"
 
 
-ALL_PROXIES = "ntk_lambda_max, ntk_trace, snip"
+ALL_PROXIES = "lin_train_loss, lin_val_accuracy, lin_val_loss, max_stable_lr, meco, n_params"
 MALFORMED = [
     # (overrides, key path, fragments of the message)
     ({"trails": 5}, "trails", ["unknown key", "allowed here: confirm, dataset, name, objective"]),
@@ -95,7 +100,15 @@ MALFORMED = [
      ["2 AD passes are too few for NTK method auto", "the next budget that fits every candidate is 30"]),
     ({"scoring": {"ntk": {"method": "hutchinson", "max_matvecs": 8}}}, "scoring.ntk.max_matvecs",
      ["too few for NTK method hutchinson", "min_blocks"]),
-    ({"scoring": {"batch": 8}}, "scoring.batch", ["allowed here: batch_size, ntk"]),
+    ({"scoring": {"batch": 8}}, "scoring.batch", ["allowed here: batch_size, linearised, ntk"]),
+    ({"scoring": {"linearised": {"learning_rate": "fast"}}}, "scoring.linearised.learning_rate",
+     ["'fast' is not allowed", "auto"]),
+    ({"scoring": {"linearised": {"learning_rate": 0}}}, "scoring.linearised.learning_rate", ["must be > 0"]),
+    ({"scoring": {"linearised": {"steps": 0}}}, "scoring.linearised.steps", ["below the minimum 1"]),
+    ({"scoring": {"linearised": {"momentum": 1}}}, "scoring.linearised.momentum", ["must be in [0, 1)"]),
+    ({"scoring": {"linearised": {"stepz": 9}}}, "scoring.linearised.stepz",
+     ["unknown key", "from_training, learning_rate, lr_fraction, max_matvecs, momentum, ridge, rtol, steps, "
+      "val_batch_size"]),
     ({"scoring": {"ntk": {"method": "magic"}}}, "scoring.ntk.method",
      ["'magic' is not allowed", "auto, exact, forward, hutch++, hutchinson, reverse"]),
     ({"scoring": {"ntk": {"probes": 3}}}, "scoring.ntk.probes",

@@ -17,6 +17,7 @@ import ntksearch.search.objective as objective_module
 from ntksearch.data import load_dataset, scoring_batch
 from ntksearch.models import nb201_arch_string
 from ntksearch.proxies import DEFAULT_SCORE, PROXIES, ProxyResult, ProxyValue
+from ntksearch.proxies.linearised import schedule_steps
 from ntksearch.search import Objective, ProxyObjective, ProxyTarget, ScoreTarget, WeightedLog, as_objective
 from ntksearch.spaces import load_space
 from ntksearch.validation import ConfigError
@@ -230,3 +231,40 @@ def test_compiled_programs_are_dropped_beyond_the_architecture_cap(tmp_path: Pat
         objective.evaluate(space.point_from_params({"width": width}), number)
     # 8 and 12 fit under the cap (repeats are free); 16 is a third architecture: drop all, then 16 and 8 again fit
     assert len(cleared) == 1
+
+
+LINEARISED = ["lin_train_loss", "lin_val_loss", "lin_val_accuracy", "ntk_complexity"]
+
+
+def test_linearised_scores_follow_the_learning_rate_and_the_init_scale(tmp_path: Path, digits) -> None:
+    """Two candidates differing only in the (SGD) learning rate or the init scale score as the linearised dynamics
+    predict: a larger stable step fits the training batch further; a larger init scale leaves larger random
+    outputs f₀ that training on A does not remove on held-out data."""
+    space = load_space(write_space(tmp_path, {
+        "family": "mlp",
+        "hyperparameters": {"depth": 1, "width": 16, "init_scale": {"type": "float", "low": 0.5, "high": 2.0}},
+        "train": {"optimizer": "sgd", "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+                  "batch_size": 32, "epochs": 1}}))
+    objective = ProxyObjective(space, digits, proxies=LINEARISED, objective="lin_val_accuracy", batch_size=BATCH)
+    assert objective.x_val.shape == (256, 8, 8, 1) and objective.train_size == len(digits.y_train)
+
+    def scores(**params: float) -> dict[str, float]:
+        evaluation = objective.evaluate(space.point_from_params(params), 0)  # same trial: same initial key
+        return {name: v.value for name, v in evaluation.proxies.items()}
+
+    slow, fast = scores(init_scale=1.0, learning_rate=1e-3), scores(init_scale=1.0, learning_rate=1e-1)
+    assert fast["lin_train_loss"] < 0.8 * slow["lin_train_loss"]
+    assert fast["ntk_complexity"] == slow["ntk_complexity"]  # no learning rate in the complexity
+    small, large = scores(init_scale=0.5, learning_rate=1e-2), scores(init_scale=2.0, learning_rate=1e-2)
+    assert large["lin_val_loss"] > 2 * small["lin_val_loss"]
+    options = objective.linearised_options(space.point_from_params({"init_scale": 1.0, "learning_rate": 0.05}))
+    assert options.learning_rate == pytest.approx(0.005) and options.steps == schedule_steps(
+        {"batch_size": 32, "epochs": 1}, len(digits.y_train))
+
+
+def test_held_out_proxies_need_a_dataset_with_a_validation_split(tiny, digits) -> None:
+    x, y = scoring_batch(digits, BATCH, seed=0)
+    with pytest.raises(ValueError, match="lin_val_loss need a held-out batch"):
+        ProxyObjective(tiny, (x, y), proxies=["lin_val_loss"])
+    objective = ProxyObjective(tiny, (x, y), proxies=["lin_train_loss"])  # the training-batch ones need none
+    assert objective.x_val is None

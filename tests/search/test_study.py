@@ -10,6 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from ntksearch.proxies.linearised import schedule_steps
 from ntksearch.report import leaderboard_frame
 from ntksearch.search import (
     SAMPLERS,
@@ -23,7 +24,13 @@ from ntksearch.search import (
     open_study,
     run_search,
 )
-from ntksearch.search.study import FINISHED, RUN_FILE, load_existing_study, record_interruption
+from ntksearch.search.study import (
+    FINISHED,
+    RUN_FILE,
+    experiment_objective,
+    load_existing_study,
+    record_interruption,
+)
 from tests.search.helpers import write_experiment
 
 
@@ -153,3 +160,14 @@ def test_grid_sampler_walks_the_space(tmp_path: Path) -> None:
     study = run_search(experiment)
     assert sorted(t.params["init_scale"] for t in study.trials) == [p.params["init_scale"]
                                                                    for p in experiment.space.enumerate()]
+
+
+def test_the_objective_counts_linearised_steps_on_the_confirmation_run(tmp_path: Path) -> None:
+    """The linearised proxies' t is the confirmation's: its training-set cap and epochs override."""
+    experiment = load_experiment(write_experiment(tmp_path, confirm={"max_train": 100, "epochs": 3},
+                                                  scoring={"batch_size": 16, "linearised": {"val_batch_size": 20}}))
+    objective = experiment_objective(experiment)
+    assert (objective.train_size, objective.epochs, len(objective.x_val)) == (100, 3, 20)
+    point = experiment.space.point_from_params({"init_scale": 1.0})
+    assert objective.linearised_options(point).steps == schedule_steps({**point.train, "epochs": 3}, 100)
+    assert experiment_objective(dataclasses.replace(experiment, confirm=None)).train_size == 1257  # the split
