@@ -26,12 +26,12 @@ PROXY_TABLES = {"fashion_mnist_sgd": "fashion_mnist"}  # same architectures, sam
 KEYS = ["arch_id", "variant"]
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _read(path: Path, *, drop_errors: bool = True) -> pd.DataFrame:
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""], low_memory=False)
     if "variant" not in frame:
         frame["variant"] = ""
-    frame["variant"] = frame["variant"].fillna("")
-    return frame[frame["error"].isna()] if "error" in frame else frame
+    frame["variant"] = frame["variant"].astype(object).fillna("")
+    return frame[frame["error"].isna()] if drop_errors and "error" in frame else frame
 
 
 def load_task(task: str, folder: Path = HERE) -> pd.DataFrame | None:
@@ -42,7 +42,9 @@ def load_task(task: str, folder: Path = HERE) -> pd.DataFrame | None:
     gt = _read(gt_path)
     acc = gt.groupby(KEYS).agg(accuracy=("test_accuracy", "mean"), val_accuracy=("val_accuracy", "mean"),
                                seeds=("seed", "nunique"), family=("family", "first")).reset_index()
-    px = _read(px_path).drop(columns=["family", "dataset", "error", "seconds"], errors="ignore")
+    # a proxy row's error names the proxy groups that failed; its other proxies stand (RULE.md: a missing
+    # proxy leaves the row out for that proxy only)
+    px = _read(px_path, drop_errors=False).drop(columns=["family", "dataset", "error", "seconds"], errors="ignore")
     if not (px["variant"] != "").any():  # architecture-level proxies serve every variant
         px = px.drop(columns="variant")
     frame = acc.merge(px, on=[k for k in KEYS if k in px], how="inner")
