@@ -18,6 +18,7 @@ The public API, by layer (see ``docs/architecture.md``):
 """
 
 from importlib import import_module
+from importlib import metadata as _metadata
 from typing import Any
 
 from ntksearch.data import DATASETS, Dataset, DatasetNotFoundError, load_dataset, scoring_batch
@@ -52,7 +53,7 @@ from ntksearch.spaces import Point, SearchSpace, load_space
 from ntksearch.train import TrainHParams, TrainResult, stable_learning_rate, train_model
 from ntksearch.validation import ConfigError
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("ntksearch")  # one place: pyproject.toml
 
 _LAZY = {
     "ProxyObjective": "ntksearch.search",

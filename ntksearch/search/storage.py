@@ -114,7 +114,8 @@ def make_storage(spec: StorageSpec) -> optuna.storages.BaseStorage:
                                   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                                       max_retry=spec.max_retry))
         except ImportError as exc:
-            raise StorageError(f"{spec.url.split('://')[0]} storage needs a database driver: {exc}") from exc
+            hint = " (pip install 'ntksearch[postgres]')" if spec.url.startswith("postgresql") else ""
+            raise StorageError(f"{spec.url.split('://')[0]} storage needs a database driver{hint}: {exc}") from exc
         except Exception as exc:  # sqlalchemy's errors: unreachable server, bad credentials, corrupt file
             if attempt == _ATTEMPTS:
                 raise StorageError(f"cannot open storage {spec.url}: {exc}") from exc

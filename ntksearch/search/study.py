@@ -26,6 +26,7 @@ the random draws of the first process and propose the same candidates again.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -62,6 +63,7 @@ __all__ = [
     "retry_links",
     "run_search",
     "sampler_seed",
+    "settings_identity",
     "study_identity",
     "write_run_file",
 ]
@@ -77,19 +79,46 @@ class StudyError(StorageError):
     """The study exists and cannot be used as asked (not resumed, made from another config)."""
 
 
-def study_identity(experiment: Experiment) -> dict[str, Any]:
-    """What determines an experiment's trials; stored in the study and compared on resume."""
+IDENTITY_VERSION = 2  # 1: settings compared as repr strings (a new field broke resuming); 2: non-default fields
+
+
+def settings_identity(value: Any) -> Any:
+    """A settings value as JSON data: a dataclass becomes the dict of its type name and its fields, leaving out
+    scalar fields equal to their defaults (so adding a field with a default leaves the identity of existing
+    configs unchanged); nested dataclasses always appear (a changed default score or options object counts);
+    tuples become lists, other values stay as they are."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            current = getattr(value, f.name)
+            default = (f.default if f.default is not dataclasses.MISSING else
+                       f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+            if dataclasses.is_dataclass(current) or default is dataclasses.MISSING or current != default:
+                out[f.name] = settings_identity(current)
+        return {"type": type(value).__name__, **out}
+    if isinstance(value, list | tuple):
+        return [settings_identity(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): settings_identity(v) for k, v in value.items()}
+    return value
+
+
+def study_identity(experiment: Experiment, *, version: int = IDENTITY_VERSION) -> dict[str, Any]:
+    """What determines an experiment's trials; stored in the study and compared on resume (in the stored
+    study's ``version`` of the format, so studies made by earlier releases still resume)."""
     space_text = experiment.space.path.read_bytes() if experiment.space.path else b""
+    settings = repr if version == 1 else settings_identity
     return {
+        **({} if version == 1 else {"version": version}),
         "experiment": experiment.name,
         "seed": experiment.seed,
         "family": experiment.space.family,
         "space_sha256": hashlib.sha256(space_text).hexdigest(),
         "dataset": {"name": experiment.dataset.name, **experiment.dataset.options},
-        "scoring": repr(experiment.scoring),
+        "scoring": settings(experiment.scoring),
         "objective": experiment.objective.names,
         "directions": experiment.objective.directions,
-        "objective_spec": repr(experiment.objective),
+        "objective_spec": settings(experiment.objective),
         "record": None if experiment.record is None else list(experiment.record),
     }
 
@@ -125,8 +154,8 @@ def open_study(experiment: Experiment, *, resume: bool = False, join: bool = Fal
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(experiment.objective.names)
-    elif stored != identity:
-        changed = sorted(k for k in identity.keys() | stored.keys() if identity.get(k) != stored.get(k))
+    elif stored != (current := study_identity(experiment, version=stored.get("version", 1))):
+        changed = sorted(k for k in current.keys() | stored.keys() if current.get(k) != stored.get(k))
         raise StudyError(f"study {experiment.study!r} in {experiment.storage.url} was created from a different "
                          f"experiment ({', '.join(changed)} changed); use another study name or output folder")
     if not (resume or join) and study.get_trials(deepcopy=False):

@@ -18,6 +18,7 @@ from ntksearch.search import (
     StorageError,
     StorageSpec,
     StudyError,
+    attrs,
     load_experiment,
     make_sampler,
     make_storage,
@@ -30,6 +31,8 @@ from ntksearch.search.study import (
     experiment_objective,
     load_existing_study,
     record_interruption,
+    settings_identity,
+    study_identity,
 )
 from tests.search.helpers import write_experiment
 
@@ -59,6 +62,29 @@ def test_existing_study_needs_resume(tmp_path: Path) -> None:
             tmp_path, "other.yaml", objective="ntk_trace")).objective), resume=True)
     assert len(finished(run_search(experiment, resume=True))) == 1  # nothing left to do
     assert len(finished(run_search(experiment, resume=True, n_trials=2))) == 2
+
+
+def test_identity_ignores_new_fields_left_at_their_defaults() -> None:
+    old = dataclasses.make_dataclass("Options", [("rtol", float, dataclasses.field(default=0.05))], frozen=True)
+    new = dataclasses.make_dataclass("Options", [("rtol", float, dataclasses.field(default=0.05)),
+                                                 ("sketch", int, dataclasses.field(default=8))], frozen=True)
+    assert settings_identity(old()) == settings_identity(new()) == {"type": "Options"}
+    assert settings_identity(old(rtol=0.01)) == settings_identity(new(rtol=0.01)) == {"type": "Options", "rtol": 0.01}
+    assert settings_identity(new(sketch=16)) != settings_identity(old())
+    holder = dataclasses.make_dataclass("Spec", [("ntk", object, dataclasses.field(default_factory=old))])
+    assert settings_identity(holder()) == {"type": "Spec", "ntk": {"type": "Options"}}  # nested objects always appear
+
+
+def test_studies_stored_with_the_first_identity_format_still_resume(tmp_path: Path) -> None:
+    experiment = load_experiment(write_experiment(tmp_path, trials=1))
+    study = run_search(experiment)
+    legacy = study_identity(experiment, version=1)
+    assert "version" not in legacy and isinstance(legacy["scoring"], str)
+    study.set_user_attr(attrs.METADATA, legacy)  # as written by the first release
+    assert len(finished(run_search(experiment, resume=True, n_trials=2))) == 2
+    study.set_user_attr(attrs.METADATA, {**legacy, "seed": legacy["seed"] + 1})
+    with pytest.raises(StudyError, match=r"different experiment \(seed changed\)"):
+        open_study(experiment, resume=True)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # study.ask() simulates the interrupted trial
