@@ -72,13 +72,14 @@ from typing import Any
 import optuna
 
 from ntksearch.data import DATASETS, Dataset, DatasetError, dataset_options, load_dataset
-from ntksearch.ntk import METHODS, QUANTITIES
+from ntksearch.ntk import QUANTITIES
 from ntksearch.ntk.estimators import plan_estimate
 from ntksearch.proxies import PROXIES, LinearisedOptions, NTKOptions
 from ntksearch.search.objective import DEFAULT_BATCH_SIZE
 from ntksearch.search.objectives import Objective, parse_objective
 from ntksearch.search.samplers import SAMPLERS, make_sampler, parse_sampler_options
 from ntksearch.search.storage import StorageSpec, storage_problem
+from ntksearch.settings import parse_settings, setting
 from ntksearch.spaces import SearchSpace, load_space
 from ntksearch.validation import ConfigError, Node, is_file, load_yaml
 
@@ -140,14 +141,18 @@ class SamplerSpec:
 
 @dataclass(frozen=True)
 class ConfirmSpec:
-    """Confirmation training of the best (and some random) candidates after the search."""
+    """Confirmation training of the best (and some random) candidates after the search; config key ``confirm``
+    (``false``: none)."""
 
-    top_k: int = 5
-    random_k: int = 0
-    max_train: int | None = None
-    max_val: int | None = None
-    epochs: int | None = None
-    lr_fraction: float = 0.5
+    top_k: int = setting(5, minimum=0, doc="best candidates to train (multi-objective: the Pareto front, capped)")
+    random_k: int = setting(0, minimum=0, doc="plus random completed candidates, for an honest proxy-quality "
+                            "estimate")
+    max_train: int | None = setting(None, minimum=1, doc="train on at most this many examples (stratified); "
+                                    "null: all")
+    max_val: int | None = setting(None, minimum=1, doc="evaluate on at most this many validation examples")
+    epochs: int | None = setting(None, minimum=1, doc="override the space's epochs")
+    lr_fraction: float = setting(0.5, minimum=0, exclusive_minimum=True,
+                                 doc="learning_rate auto → lr_fraction × the candidate's max stable lr")
 
 
 @dataclass(frozen=True)
@@ -269,48 +274,6 @@ def _dataset_option(node: Node, param: inspect.Parameter, config: Path) -> Any:
 
 _OPTION_CHECKS: dict[str, Callable[[Node], Any]] = {"int": Node.integer, "float": Node.number, "str": Node.string}
 
-_NTK_CHECKS: dict[str, Callable[[Node], Any]] = {
-    "method": lambda node: node.string(choices=METHODS),
-    "rtol": lambda node: node.number(minimum=0.0, maximum=1.0, exclusive_minimum=True),
-    "max_matvecs": lambda node: node.integer(minimum=1),
-    "lanczos_iters": lambda node: node.integer(minimum=1),
-    "lanczos_rtol": lambda node: node.number(minimum=0.0, exclusive_minimum=True),
-}
-
-
-def _learning_rate(node: Node) -> float | str:
-    if isinstance(node.value, str):
-        return node.string(choices=("auto",))
-    return node.number(minimum=0.0, exclusive_minimum=True)
-
-
-def _momentum(node: Node) -> float:
-    value = node.number(minimum=0.0)
-    if value >= 1.0:
-        raise node.error(f"{value!r} is not allowed; the heavy-ball momentum must be in [0, 1)")
-    return value
-
-
-_LINEARISED_CHECKS: dict[str, Callable[[Node], Any]] = {
-    "learning_rate": _learning_rate,
-    "steps": lambda node: node.integer(minimum=1),
-    "ridge": lambda node: node.number(minimum=0.0, exclusive_minimum=True),
-    "lr_fraction": lambda node: node.number(minimum=0.0, exclusive_minimum=True),
-    "momentum": _momentum,
-    "max_matvecs": lambda node: node.integer(minimum=1),
-    "rtol": lambda node: node.number(minimum=0.0, maximum=1.0),
-    "val_batch_size": lambda node: node.integer(minimum=1),
-    "from_training": Node.boolean,
-}
-
-
-def _options(node: Node | None, checks: Mapping[str, Callable[[Node], Any]], cls: type) -> Any:
-    """``cls(**checked values)`` of a mapping whose keys must be among ``checks`` (defaults when absent)."""
-    if node is None:
-        return cls()
-    return cls(**{key: checks[key](node[key]) for key in node.mapping(optional=checks)})
-
-
 def _scoring(node: Node | None) -> ScoringSpec:
     if node is None:
         return ScoringSpec()
@@ -321,12 +284,11 @@ def _scoring(node: Node | None) -> ScoringSpec:
         if batch_size < MIN_SCORING_BATCH:
             raise node["batch_size"].error(f"{batch_size} is below the minimum {MIN_SCORING_BATCH}: the centred "
                                            "label alignment of one example is undefined (its centred label is 0)")
-    ntk = _options(node.get("ntk"), _NTK_CHECKS, NTKOptions)
-    if "ntk" in keys:
-        ntk_keys = node["ntk"].mapping(optional=_NTK_CHECKS)
-        if "max_matvecs" in ntk_keys or "method" in ntk_keys:
-            _check_ntk_budget(node["ntk"]["max_matvecs" if "max_matvecs" in ntk_keys else "method"], ntk)
-    return ScoringSpec(batch_size, ntk, _options(node.get("linearised"), _LINEARISED_CHECKS, LinearisedOptions))
+    ntk = parse_settings(node.get("ntk"), NTKOptions)
+    if "ntk" in keys and ({"max_matvecs", "method", "sketch_size"} & set(node["ntk"].value)):
+        budget_key = next(k for k in ("max_matvecs", "method", "sketch_size") if k in node["ntk"].value)
+        _check_ntk_budget(node["ntk"][budget_key], ntk)
+    return ScoringSpec(batch_size, ntk, parse_settings(node.get("linearised"), LinearisedOptions))
 
 
 def _check_ntk_budget(node: Node, ntk: NTKOptions) -> None:
@@ -401,14 +363,4 @@ def _confirm(node: Node | None) -> ConfirmSpec | None:
         return ConfirmSpec()
     if isinstance(node.value, bool):
         return ConfirmSpec() if node.value else None
-    keys = node.mapping(optional={f.name for f in dataclasses.fields(ConfirmSpec)})
-    optional_count = lambda key: None if node[key].value is None else node[key].integer(minimum=1)
-    checks: dict[str, Callable[[str], Any]] = {
-        "top_k": lambda key: node[key].integer(minimum=0),
-        "random_k": lambda key: node[key].integer(minimum=0),
-        "max_train": optional_count,
-        "max_val": optional_count,
-        "epochs": optional_count,
-        "lr_fraction": lambda key: node[key].number(minimum=0.0, exclusive_minimum=True),
-    }
-    return ConfirmSpec(**{key: checks[key](key) for key in keys})
+    return parse_settings(node, ConfirmSpec)
