@@ -24,12 +24,24 @@ once one estimate takes longer than ``--max-config-seconds`` (the one-sided esti
 O(q·m·D) host flops for q ≈ budget/6 deflation directions and m probes in a D-dimensional image space, so
 their cost grows quadratically with the budget). Relative errors are
 |estimate − exact| / exact.
-``neural-tangents`` is timed when it imports next to the installed jax; otherwise the reason is printed.
+
+**Side by side with neural-tangents.** ntksearch's ``ntk_metrics(..., rtol=0.01)`` (``method="auto"``, the
+default budget; warm median over ``--seeds`` keys) against neural-tangents' three exact implementations
+(JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS, STRUCTURED_DERIVATIVES), each with ``trace_axes=()`` (the full
+n × n kernel, what ntksearch estimates) and ``(-1,)`` (its default, summed over the logits). neural-tangents
+0.6.5, its last release, runs all three only on jax 0.4.25 with TensorFlow, so it runs in a child process
+(``neural_tangents_child.py``) in its own virtual environment, which this script creates from PyPI on first use
+(``NT_REQUIREMENTS``, ≈ 1 GB, under ``--nt-venv``); the inputs and weights go to the child in an .npz file and
+the child rebuilds the same model from ``ntk_models.py``. Its times are warm medians of ``--nt-reps`` calls of
+the jit-compiled kernel function. Models whose full kernel would have more than ``--nt-max-n``² entries (the
+GRU: 48,000²) are not given to neural-tangents. The two jax versions differ: some workloads run slower on the
+old one, so these ratios compare the libraries as a user installs them, not the algorithms alone.
 
 Usage::
 
     python benchmarks/ntk_estimators.py                     # full run (≈ 40 min on 2 cores)
     python benchmarks/ntk_estimators.py --quick             # smoke run (≈ 2 min)
+    python benchmarks/ntk_estimators.py --models cnn,mlp --side-by-side-only   # ntksearch vs neural-tangents
 """
 
 from __future__ import annotations
@@ -164,8 +176,8 @@ def neural_tangents_python(venv: Path) -> tuple[Path | None, str]:
     return python, f"created {venv} from PyPI"
 
 
-def time_neural_tangents(name: str, params: object, x: jax.Array, python: Path, folder: Path, reps: int,
-                         timeout: float) -> list[dict]:
+def time_neural_tangents(name: str, params: object, x: jax.Array, python: Path, folder: Path, *, reps: int,
+                         trace_axes: str, timeout: float) -> list[dict]:
     """neural-tangents' rows (one per implementation and trace_axes) on the same weights and inputs, saved to
     ``folder/{name}.npz`` and timed in a child process (:mod:`neural_tangents_child`)."""
     leaves, tree = jax.tree_util.tree_flatten(params)
@@ -175,8 +187,8 @@ def time_neural_tangents(name: str, params: object, x: jax.Array, python: Path, 
     np.savez(arrays, name=name, x=np.asarray(x), **{f"leaf_{i:04d}": np.asarray(a) for i, a in enumerate(leaves)})
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
     try:
-        done = subprocess.run([str(python), str(NT_CHILD), str(arrays), "--reps", str(reps)], capture_output=True,
-                              text=True, env=env, timeout=timeout)
+        command = [str(python), str(NT_CHILD), str(arrays), "--reps", str(reps), "--trace-axes", trace_axes]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return [{"error": f"neural-tangents child timed out after {timeout:g} s"}]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -283,7 +295,8 @@ def time_side_by_side(name: str, apply_fn: Callable, params: object, x: jax.Arra
     python, note = neural_tangents_python(Path(args.nt_venv))
     if python is None:
         return {"rtol": rtol, "nt": [], "nt_note": note}
-    rows = time_neural_tangents(name, params, x, python, Path(args.out) / "arrays", args.nt_reps, args.nt_timeout)
+    rows = time_neural_tangents(name, params, x, python, Path(args.out) / "arrays", reps=args.nt_reps,
+                                trace_axes=args.nt_trace_axes, timeout=args.nt_timeout)
     for row in rows:
         print("  neural-tangents", json.dumps(row), flush=True)
     return {"rtol": rtol, "nt": rows, "nt_note": note}
@@ -411,6 +424,8 @@ def main() -> None:
                         help="time neural-tangents in its own virtual environment (built from PyPI if missing)")
     parser.add_argument("--nt-venv", default=str(NT_VENV))
     parser.add_argument("--nt-reps", type=int, default=5)
+    parser.add_argument("--nt-trace-axes", default="full,last",
+                        help="full: trace_axes=() (the n × n kernel); last: (-1,), neural-tangents' default")
     parser.add_argument("--nt-max-n", type=int, default=4000, help="skip neural-tangents for larger n (n² kernel)")
     parser.add_argument("--nt-timeout", type=float, default=1800.0)
     args = parser.parse_args()

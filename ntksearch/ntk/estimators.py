@@ -86,8 +86,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh
 from threadpoolctl import threadpool_limits
 
-from ntksearch.ntk.jacobian import dense_jacobian_pays
-from ntksearch.ntk.kernel import NonFiniteModelError, ProbeKernel, ProbeProducts, probe_products
+from ntksearch.ntk.kernel import NonFiniteModelError, ProbeKernel, ProbeProducts, dense_point, probe_products
 from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, smaller_side, vjp_batch
 
 __all__ = [
@@ -166,7 +165,7 @@ class EstimatePlan:
       mesh: a 1-d device mesh (axis ``"probes"``) over which every block of probes is split, or None for one
         device. Blocks are zero-padded to a multiple of its size, so the probes — and the results — do not
         depend on the number of devices.
-      dense: products through the dense per-example Jacobian (:class:`ProbeKernel` ``dense``); the pass
+      dense: products through the dense per-example Jacobian (:class:`ProbeKernel` ``point``); the pass
         counts then count the products' rows as if they were AD passes.
     """
 
@@ -238,8 +237,9 @@ def plan_estimate(
     if method == "auto":
         method = _auto_method(n, p, max_matvecs, need_f2, dense)
     if method == "exact":
-        plan = EstimatePlan("exact", small_side, d_small, "identity", d_small, need_f2, min(d_small, 64), 0, 0,
-                            idx, n_labels, mesh, dense)
+        block = min(d_small, 4 if dense else 64)  # dense: one Gram matrix replaces the blocks; only labels use it
+        plan = EstimatePlan("exact", small_side, d_small, "identity", d_small, need_f2, block, 0, 0, idx, n_labels,
+                            mesh, dense)
         cost = sum(plan.passes(0))
         if cost > max_matvecs:
             raise ValueError(
@@ -433,12 +433,12 @@ def ntk_metrics(
     wanted = _requested(quantities, y is not None)
     n_labels = 2 if any(q.startswith("label") for q in wanted) else 0
     mesh = probe_mesh(devices)
-    dense = mesh is None and dense_jacobian_pays(apply_fn, params, x, op.n, op.p)
+    point = dense_point(apply_fn, params, x, mesh)
     plan = plan_estimate(method, op.n, op.p, max_matvecs=max_matvecs, wanted=wanted, n_labels=n_labels,
                          min_blocks=min_blocks, sketch_size=sketch_size, block_size=block_size, mesh=mesh,
-                         dense=dense)
+                         dense=point is not None)
     kernel = ProbeKernel(apply_fn, params, x, side=plan.side, block_size=plan.block_size, dim=plan.dim, mesh=mesh,
-                         dense=dense)
+                         point=point)
     with threadpool_limits(1, user_api="blas"):  # small host matrices; threaded BLAS beside XLA only thrashes
         return _estimate(op, kernel, plan, y, key, rtol)
 

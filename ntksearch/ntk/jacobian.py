@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ntksearch.ntk.conv_grads import with_patch_conv_grads
 from ntksearch.ntk.operator import ApplyFn, Array, Params, flat_model
 
 __all__ = ["DENSE_MAX_ENTRIES", "dense_jacobian", "dense_jacobian_pays", "forward_flops", "per_example_jacobian"]
@@ -61,12 +62,14 @@ def dense_jacobian_pays(apply_fn: ApplyFn, params: Params, x: Array, n: int, p: 
 @partial(jax.jit, static_argnums=0)
 def per_example_jacobian(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[Array, Array]:
     """(z, J): the flattened output (n,) and the Jacobian (n, p), row b·O + o = ∂f(θ, x_b)_o / ∂θ, by O VJPs per
-    example on that example alone (vmapped over examples and outputs). Valid only for models whose examples do
-    not interact (checked by :func:`dense_jacobian`)."""
+    example on that example alone (vmapped over examples and outputs; convolution weight gradients as patch
+    products, :mod:`ntksearch.ntk.conv_grads`). Valid only for models whose examples do not interact (checked
+    by :func:`dense_jacobian`)."""
     theta, unravel = ravel_pytree(params)
+    model = with_patch_conv_grads(apply_fn)
 
     def one_example(xi: Array) -> tuple[Array, Array]:
-        z, vjp = jax.vjp(lambda flat: jnp.ravel(apply_fn(unravel(flat), xi[None])), theta)
+        z, vjp = jax.vjp(lambda flat: jnp.ravel(model(unravel(flat), xi[None])), theta)
         return z, jax.vmap(lambda c: vjp(c)[0])(jnp.eye(z.shape[0], dtype=z.dtype))
 
     z, jac = jax.vmap(one_example)(x)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ntksearch.ntk.jacobian import dense_jacobian, dense_jacobian_pays
 from ntksearch.ntk.operator import ApplyFn, Array, Params, linearize
 
-__all__ = ["NonFiniteModelError", "ProbeKernel", "ProbeProducts", "dense_probe_products", "probe_products"]
+__all__ = [
+    "NonFiniteModelError",
+    "ProbeKernel",
+    "ProbeProducts",
+    "dense_point",
+    "dense_probe_products",
+    "gram_norms",
+    "probe_products",
+]
 
 class NonFiniteModelError(ValueError):
     """The model's output (or its kernel) at the given point is not finite."""
@@ -150,22 +158,28 @@ def _products(img: Array, adj: Array, outputs: Array) -> ProbeProducts:
                          jnp.sum(~jnp.isfinite(outputs)), outputs)
 
 
+def dense_point(apply_fn: ApplyFn, params: Params, x: Array, mesh: Mesh | None) -> tuple[Array, Array] | None:
+    """(outputs, J) when dense products pay (:func:`ntksearch.ntk.jacobian.dense_jacobian_pays`, one device)
+    and the model's examples pass :func:`ntksearch.ntk.jacobian.dense_jacobian`'s check; else None."""
+    if mesh is not None or not dense_jacobian_pays(apply_fn, params, x, *_sizes(apply_fn, params, x)):
+        return None
+    return dense_jacobian(apply_fn, params, x)
+
+
 class ProbeKernel:
     """The product kernel bound to one model, point, side and block size b; rows are zero-padded to b, so every
     call of one kernel (the estimators' blocks, their fixed part, :func:`ntksearch.ntk.spectra.lambda_max`)
     reuses one compiled program. Checks the model output on first use.
 
-    ``dense``: products through the per-example Jacobian (:func:`dense_probe_products`) rather than AD passes
-    (:func:`probe_products`); None decides by :func:`ntksearch.ntk.jacobian.dense_jacobian_pays` (single
-    device only). A model that fails :func:`ntksearch.ntk.jacobian.dense_jacobian`'s check of independent
-    examples keeps AD passes; ``self.dense`` tells which path the kernel took.
+    ``point``: (outputs, J) from :func:`dense_point` for products through the dense per-example Jacobian
+    (:func:`dense_probe_products`), None for AD passes (:func:`probe_products`), ``"auto"`` (default) to
+    decide by :func:`dense_point`. ``self.dense`` tells which path the kernel took.
     """
 
     def __init__(self, apply_fn: ApplyFn, params: Params, x: Array, *, side: str, block_size: int, dim: int,
-                 mesh: Mesh | None, dense: bool | None = None):
-        if dense is None:
-            dense = mesh is None and dense_jacobian_pays(apply_fn, params, x, *_sizes(apply_fn, params, x))
-        point = dense_jacobian(apply_fn, params, x) if dense else None
+                 mesh: Mesh | None, point: tuple[Array, Array] | Literal["auto"] | None = "auto"):
+        if isinstance(point, str):
+            point = dense_point(apply_fn, params, x, mesh)
         if point is None:
             self.call = partial(probe_products, apply_fn, params, x, side=side, mesh=mesh)
         else:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ntksearch.ntk.jacobian import dense_jacobian
-from ntksearch.ntk.kernel import ProbeKernel, dense_probe_products, probe_products
+from ntksearch.ntk.kernel import ProbeKernel, dense_point, dense_probe_products, gram_norms, probe_products
 from tests.ntk.problems import cnn_apply, make_cnn, make_mlp
 
 
@@ -29,6 +29,17 @@ def test_kernel_takes_the_dense_path_only_where_it_pays_and_is_valid():
     kernel = lambda prob, **kw: ProbeKernel(prob.apply_fn, prob.params, prob.x, side="state", block_size=4, dim=3,
                                             mesh=None, **kw)
     assert kernel(cnn).dense and not kernel(mlp).dense
-    assert not kernel(cnn, dense=False).dense
+    assert not kernel(cnn, point=None).dense
     coupled = cnn._replace(apply_fn=lambda p, x: cnn_apply(p, x - x.mean(axis=0, keepdims=True)))
-    assert not kernel(coupled, dense=True).dense  # the independence check overrides the request
+    assert dense_point(cnn.apply_fn, cnn.params, cnn.x, None) is not None
+    assert dense_point(coupled.apply_fn, coupled.params, coupled.x, None) is None  # fails the independence check
+    assert not kernel(coupled).dense
+
+
+def test_gram_norms_give_the_exact_traces(problem):
+    _, jac = dense_jacobian(problem.apply_fn, problem.params, problem.x)
+    k = np.asarray(jac @ jac.T)
+    for side, square in (("state", True), ("param", True), ("state", False)):
+        norms = np.asarray(gram_norms(jac, side=side, square=square))
+        np.testing.assert_allclose(norms[0] ** 2, np.trace(k), rtol=1e-12)
+        np.testing.assert_allclose(norms[1] ** 2, np.sum(k**2) if square else 0.0, rtol=1e-12)
