@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("arrays", help=".npz with name, x and leaf_0000, leaf_0001, … in jax.tree_util order")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--trace-axes", default="full,last", help="comma list of full (= ()) and last (= (-1,))")
+    parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
     args = parser.parse_args()
     data = np.load(args.arrays)
     name = str(data["name"])
@@ -54,7 +55,7 @@ def main() -> None:
     print(json.dumps({"jax": jax.__version__, "neural_tangents": nt.__version__}), flush=True)
     for axes_name in args.trace_axes.split(","):
         trace_axes = () if axes_name == "full" else (-1,)
-        for impl in IMPLEMENTATIONS:
+        for impl in args.implementations.split(","):
             row = {"implementation": impl, "trace_axes": axes_name}
             try:
                 fn = jax.jit(nt.empirical_ntk_fn(APPLY_FNS[name], trace_axes=trace_axes, vmap_axes=0,

@@ -157,6 +157,7 @@ def direct(
 NT_REQUIREMENTS = ("jax==0.4.25", "jaxlib==0.4.25", "numpy<2", "neural-tangents==0.6.5", "tensorflow-cpu", "tf2jax")
 NT_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ntksearch" / "neural-tangents-0.6.5"
 NT_CHILD = Path(__file__).resolve().parent / "neural_tangents_child.py"
+NT_IMPLEMENTATIONS = ("JACOBIAN_CONTRACTION", "NTK_VECTOR_PRODUCTS", "STRUCTURED_DERIVATIVES")
 
 
 def neural_tangents_python(venv: Path) -> tuple[Path | None, str]:
@@ -177,7 +178,7 @@ def neural_tangents_python(venv: Path) -> tuple[Path | None, str]:
 
 
 def time_neural_tangents(name: str, params: object, x: jax.Array, python: Path, folder: Path, *, reps: int,
-                         trace_axes: str, timeout: float) -> list[dict]:
+                         trace_axes: str, implementations: str, timeout: float) -> list[dict]:
     """neural-tangents' rows (one per implementation and trace_axes) on the same weights and inputs, saved to
     ``folder/{name}.npz`` and timed in a child process (:mod:`neural_tangents_child`)."""
     leaves, tree = jax.tree_util.tree_flatten(params)
@@ -187,7 +188,8 @@ def time_neural_tangents(name: str, params: object, x: jax.Array, python: Path, 
     np.savez(arrays, name=name, x=np.asarray(x), **{f"leaf_{i:04d}": np.asarray(a) for i, a in enumerate(leaves)})
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
     try:
-        command = [str(python), str(NT_CHILD), str(arrays), "--reps", str(reps), "--trace-axes", trace_axes]
+        command = [str(python), str(NT_CHILD), str(arrays), "--reps", str(reps), "--trace-axes", trace_axes,
+                   "--implementations", implementations]
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return [{"error": f"neural-tangents child timed out after {timeout:g} s"}]
@@ -296,7 +298,8 @@ def time_side_by_side(name: str, apply_fn: Callable, params: object, x: jax.Arra
     if python is None:
         return {"rtol": rtol, "nt": [], "nt_note": note}
     rows = time_neural_tangents(name, params, x, python, Path(args.out) / "arrays", reps=args.nt_reps,
-                                trace_axes=args.nt_trace_axes, timeout=args.nt_timeout)
+                                trace_axes=args.nt_trace_axes, implementations=args.nt_implementations,
+                                timeout=args.nt_timeout)
     for row in rows:
         print("  neural-tangents", json.dumps(row), flush=True)
     return {"rtol": rtol, "nt": rows, "nt_note": note}
@@ -426,6 +429,7 @@ def main() -> None:
     parser.add_argument("--nt-reps", type=int, default=5)
     parser.add_argument("--nt-trace-axes", default="full,last",
                         help="full: trace_axes=() (the n × n kernel); last: (-1,), neural-tangents' default")
+    parser.add_argument("--nt-implementations", default=",".join(NT_IMPLEMENTATIONS))
     parser.add_argument("--nt-max-n", type=int, default=4000, help="skip neural-tangents for larger n (n² kernel)")
     parser.add_argument("--nt-timeout", type=float, default=1800.0)
     args = parser.parse_args()

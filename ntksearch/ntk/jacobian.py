@@ -10,8 +10,9 @@ cost 2·n·p flops each.
 That trade pays when a pass costs much more than 2·n·p flops: weight sharing (convolutions, recurrences)
 makes a pass cost 2·B·(positions or steps)·p, against 2·B·O·p for a dense product. A dense layer's pass costs
 about 2·B·p, so MLPs with O ≥ 1 outputs stay matrix-free. :func:`dense_jacobian_pays` applies the rule
-2·n·p ≤ F, F the forward pass's flops from XLA's cost analysis (HloCostAnalysis counts a loop body once, so
-recurrent models are under-counted and stay matrix-free unless they pay anyway), and n·p ≤
+2·n·p ≤ F, F the flops of the forward pass's matrix products and convolutions counted on its jaxpr (a loop
+body counted once, so recurrent models are under-counted and stay matrix-free unless they pay anyway), and
+n·p ≤
 :data:`DENSE_MAX_ENTRIES` (J stays small in memory).
 
 The per-example decomposition assumes examples do not interact (no batch statistics, no cross-example
@@ -24,11 +25,14 @@ products.
 
 from __future__ import annotations
 
+import math
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import jaxprs_in_params
 from jax.flatten_util import ravel_pytree
 
 from ntksearch.ntk.conv_grads import with_patch_conv_grads
@@ -39,24 +43,36 @@ __all__ = ["DENSE_MAX_ENTRIES", "dense_jacobian", "dense_jacobian_pays", "forwar
 DENSE_MAX_ENTRIES = 1 << 25  # n·p: 128 MiB of float32
 
 
-def forward_flops(apply_fn: ApplyFn, params: Params, x: Array) -> float:
-    """Flops of one forward pass ``apply_fn(params, x)`` by XLA's cost analysis of the lowered program (traced,
-    not compiled); 0 when the backend gives no estimate."""
-    cost = jax.jit(apply_fn).lower(params, x).cost_analysis()
-    if isinstance(cost, list | tuple):
-        cost = cost[0] if cost else None
-    return float((cost or {}).get("flops", 0.0))
+def forward_flops(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[float, jax.ShapeDtypeStruct]:
+    """(F, output): the multiply-add flops (2 per product) of the matrix products and convolutions of one forward
+    pass ``apply_fn(params, x)``, counted on its jaxpr (nested calls included, a loop body once; elementwise
+    operations not counted), and the abstract output."""
+    closed, out = jax.make_jaxpr(apply_fn, return_shape=True)(params, x)
+    return _product_flops(closed.jaxpr), out
 
 
-def dense_jacobian_pays(apply_fn: ApplyFn, params: Params, x: Array, n: int, p: int) -> bool:
+def _product_flops(jaxpr: Any) -> float:
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        out = eqn.outvars[0].aval.shape if eqn.outvars else ()
+        if eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            total += 2.0 * math.prod(out) * math.prod(eqn.invars[0].aval.shape[i] for i in contract)
+        elif eqn.primitive.name == "conv_general_dilated":  # each output sums over in-features × window
+            rhs, spec = eqn.invars[1].aval.shape, eqn.params["dimension_numbers"].rhs_spec
+            total += 2.0 * math.prod(out) * math.prod(rhs[i] for i in spec[1:])
+        total += sum(_product_flops(sub) for sub in jaxprs_in_params(eqn.params))
+    return total
+
+
+def dense_jacobian_pays(apply_fn: ApplyFn, params: Params, x: Array) -> bool:
     """Whether products through a dense per-example J are cheaper than AD passes (see the module docstring):
     x and the output share a leading batch axis, n·p ≤ :data:`DENSE_MAX_ENTRIES` and 2·n·p ≤ forward flops."""
-    if jnp.ndim(x) == 0 or n * p > DENSE_MAX_ENTRIES:
+    if jnp.ndim(x) == 0:
         return False
-    out = jax.eval_shape(apply_fn, params, x)
-    if out.ndim == 0 or out.shape[0] != jnp.shape(x)[0]:
-        return False
-    return 2.0 * n * p <= forward_flops(apply_fn, params, x)
+    flops, out = forward_flops(apply_fn, params, x)
+    n, p = math.prod(out.shape), sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))
+    return out.ndim > 0 and out.shape[0] == jnp.shape(x)[0] and n * p <= DENSE_MAX_ENTRIES and 2.0 * n * p <= flops
 
 
 @partial(jax.jit, static_argnums=0)

@@ -10,7 +10,6 @@ product instead of inside the backward pass).
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Literal, NamedTuple
 
@@ -92,12 +91,6 @@ def _cosines(rows: Array, norms: Array) -> Array:
     return unit @ unit.T
 
 
-def _sizes(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[int, int]:
-    """(n, p): the flattened output size and the parameter count (abstract evaluation only)."""
-    n = math.prod(jax.eval_shape(apply_fn, params, x).shape)
-    return n, sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))
-
-
 def _pad_rows(rows: Array, multiple: int) -> Array:
     """Zero rows appended so the row count is a multiple of ``multiple``."""
     pad = -rows.shape[0] % multiple
@@ -161,7 +154,7 @@ def _products(img: Array, adj: Array, outputs: Array) -> ProbeProducts:
 def dense_point(apply_fn: ApplyFn, params: Params, x: Array, mesh: Mesh | None) -> tuple[Array, Array] | None:
     """(outputs, J) when dense products pay (:func:`ntksearch.ntk.jacobian.dense_jacobian_pays`, one device)
     and the model's examples pass :func:`ntksearch.ntk.jacobian.dense_jacobian`'s check; else None."""
-    if mesh is not None or not dense_jacobian_pays(apply_fn, params, x, *_sizes(apply_fn, params, x)):
+    if mesh is not None or not dense_jacobian_pays(apply_fn, params, x):
         return None
     return dense_jacobian(apply_fn, params, x)
 
