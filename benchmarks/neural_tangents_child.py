@@ -9,8 +9,8 @@ object per line: implementation, trace_axes, compile and warm median seconds, an
 (float64, on the host) or the error that stopped it.
 
 ``trace_axes=()`` is the full n × n kernel (per-example outputs included) that ntksearch estimates;
-``trace_axes=(-1,)``, neural-tangents' default, sums the kernel over the last output axis (a B × B kernel for
-logits, B × B × T × T for a trajectory).
+``trace_axes=(-1,)``, neural-tangents' default, averages the kernel over the last output axis (a B × B kernel
+for logits, B × B × T × T for a trajectory; its trace is tr K divided by that axis' size).
 """
 
 from __future__ import annotations

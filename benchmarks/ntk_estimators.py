@@ -28,14 +28,15 @@ their cost grows quadratically with the budget). Relative errors are
 **Side by side with neural-tangents.** ntksearch's ``ntk_metrics(..., rtol=0.01)`` (``method="auto"``, the
 default budget; warm median over ``--seeds`` keys) against neural-tangents' three exact implementations
 (JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS, STRUCTURED_DERIVATIVES), each with ``trace_axes=()`` (the full
-n × n kernel, what ntksearch estimates) and ``(-1,)`` (its default, summed over the logits). neural-tangents
-0.6.5, its last release, runs all three only on jax 0.4.25 with TensorFlow, so it runs in a child process
-(``neural_tangents_child.py``) in its own virtual environment, which this script creates from PyPI on first use
-(``NT_REQUIREMENTS``, ≈ 1 GB, under ``--nt-venv``); the inputs and weights go to the child in an .npz file and
-the child rebuilds the same model from ``ntk_models.py``. Its times are warm medians of ``--nt-reps`` calls of
-the jit-compiled kernel function. Models whose full kernel would have more than ``--nt-max-n``² entries (the
-GRU: 48,000²) are not given to neural-tangents. The two jax versions differ: some workloads run slower on the
-old one, so these ratios compare the libraries as a user installs them, not the algorithms alone.
+n × n kernel, what ntksearch estimates) and ``(-1,)`` (its default, averaged over the logits: a B × B
+kernel). neural-tangents 0.6.5, its last release, runs all three only on jax 0.4.25 with TensorFlow, so it
+runs in a child process (``neural_tangents_child.py``) in its own virtual environment, which this script
+creates from PyPI on first use (``NT_REQUIREMENTS``, ≈ 1 GB, under ``--nt-venv``); the inputs and weights go
+to the child in an .npz file and the child rebuilds the same model from ``ntk_models.py``. Its times are warm
+medians of ``--nt-reps`` calls of the jit-compiled kernel function. Models whose full kernel would have more
+than ``--nt-max-n``² entries (the GRU: 48,000²) are not given to neural-tangents. The two jax versions
+differ: some workloads run slower on the old one, so these ratios compare the libraries as a user installs
+them, not the algorithms alone.
 
 Usage::
 
@@ -340,7 +341,7 @@ def side_by_side_markdown(results: list[dict]) -> list[str]:
         if not timed:
             lines.append(head + f"| — | — | — | — | — |  ({res['nt_note']})")
     lines += ["", "trace_axes full = (): the n × n kernel ntksearch estimates; last = (-1,): neural-tangents' default, "
-              "summed over the logits (a B × B kernel). "
+              "averaged over the last output axis (a B × B kernel for logits, whose trace is tr K / O). "
               + (f"neural-tangents {versions['neural_tangents']} on jax {versions['jax']} (its own environment)."
                  if versions else "")]
     return lines

@@ -138,10 +138,26 @@ def dense_probe_products(jac: Array, outputs: Array, z: Array, *, side: str, adj
 def gram_norms(jac: Array, *, side: str, square: bool) -> Array:
     """(2,) ‖J‖_F and, when ``square``, ‖A‖_F for the Gram matrix on ``side`` (A = J Jᵀ on ``"state"``, JᵀJ on
     ``"param"``; else 0): the exact tr A = ‖J‖²_F and tr A² = ‖A‖²_F, squared on the host (scale-free here)."""
-    fro = lambda m: _row_norms(_row_norms(m)[None])[0]
     if not square:
-        return jnp.stack([fro(jac), jnp.zeros((), jac.dtype)])
-    return jnp.stack([fro(jac), fro(jac @ jac.T if side == "state" else jac.T @ jac)])
+        return jnp.stack([_frobenius(jac), jnp.zeros((), jac.dtype)])
+    return jnp.stack([_frobenius(jac), _gram_frobenius(jac if side == "state" else jac.T)])
+
+
+def _frobenius(m: Array) -> Array:
+    return _row_norms(_row_norms(m)[None])[0]
+
+
+def _gram_frobenius(rows: Array) -> Array:
+    """‖R Rᵀ‖_F from its upper block triangle (3/4 of the flops): with R = [R₁; R₂],
+    ‖R Rᵀ‖²_F = ‖R₁R₁ᵀ‖²_F + 2‖R₁R₂ᵀ‖²_F + ‖R₂R₂ᵀ‖²_F."""
+    half = rows.shape[0] // 2
+    if half == 0:
+        return _frobenius(rows @ rows.T)
+    top, bottom = rows[:half], rows[half:]
+    parts = jnp.stack([_frobenius(top @ top.T), _frobenius(top @ bottom.T), _frobenius(bottom @ bottom.T)])
+    scale = jnp.max(parts)
+    unit = parts / jnp.where(scale > 0, scale, 1.0)
+    return scale * jnp.sqrt(unit[0] ** 2 + 2.0 * unit[1] ** 2 + unit[2] ** 2)
 
 
 def _products(img: Array, adj: Array, outputs: Array) -> ProbeProducts:
