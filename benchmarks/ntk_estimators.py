@@ -24,19 +24,35 @@ once one estimate takes longer than ``--max-config-seconds`` (the one-sided esti
 O(q·m·D) host flops for q ≈ budget/6 deflation directions and m probes in a D-dimensional image space, so
 their cost grows quadratically with the budget). Relative errors are
 |estimate − exact| / exact.
-``neural-tangents`` is timed when it imports next to the installed jax; otherwise the reason is printed.
+
+**Side by side with neural-tangents.** ntksearch's ``ntk_metrics(..., rtol=0.01)`` (``method="auto"``, the
+default budget; warm median over ``--seeds`` keys) against neural-tangents' three exact implementations
+(JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS, STRUCTURED_DERIVATIVES), each with ``trace_axes=()`` (the full
+n × n kernel, what ntksearch estimates) and ``(-1,)`` (its default, averaged over the logits: a B × B
+kernel). neural-tangents 0.6.5, its last release, runs all three only on jax 0.4.25 with TensorFlow, so it
+runs in a child process (``neural_tangents_child.py``) in its own virtual environment, which this script
+creates from PyPI on first use (``NT_REQUIREMENTS``, ≈ 1 GB, under ``--nt-venv``); the inputs and weights go
+to the child in an .npz file and the child rebuilds the same model from ``ntk_models.py``. Its times are warm
+medians of ``--nt-reps`` calls of the jit-compiled kernel function. Models whose full kernel would have more
+than ``--nt-max-n``² entries (the GRU: 48,000²) are not given to neural-tangents. The two jax versions
+differ: some workloads run slower on the old one, so these ratios compare the libraries as a user installs
+them, not the algorithms alone.
 
 Usage::
 
     python benchmarks/ntk_estimators.py                     # full run (≈ 40 min on 2 cores)
     python benchmarks/ntk_estimators.py --quick             # smoke run (≈ 2 min)
+    python benchmarks/ntk_estimators.py --models cnn,mlp --side-by-side-only   # ntksearch vs neural-tangents
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +60,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ntk_models import MLP_LAYERS, PARAM_TEMPLATES, cnn_apply, gru_apply, mlp_apply
 
 from ntksearch.data import DatasetNotFoundError, load_dataset
 from ntksearch.ntk import NTKOperator, kvp_batch, ntk_metrics
@@ -61,41 +80,9 @@ def _uniform(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Array:
     return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
 
 
-def mlp_apply(params: list[dict], x: jax.Array) -> jax.Array:
-    h = x.reshape(x.shape[0], -1) @ params[0]["w"] + params[0]["b"]
-    for layer in params[1:]:
-        h = jax.nn.relu(h) @ layer["w"] + layer["b"]
-    return h
-
-
-def gru_apply(params: dict, x: jax.Array) -> jax.Array:
-    """GRU over x (B, T, F) (PyTorch gate layout); returns the hidden trajectory (B, T, H)."""
-    hid = params["wh"].shape[0]
-    xi = jnp.einsum("btf,fg->tbg", x, params["wi"]) + params["bi"]
-
-    def step(h: jax.Array, xt: jax.Array) -> tuple[jax.Array, jax.Array]:
-        hh = h @ params["wh"] + params["bh"]
-        r = jax.nn.sigmoid(xt[:, :hid] + hh[:, :hid])
-        z = jax.nn.sigmoid(xt[:, hid : 2 * hid] + hh[:, hid : 2 * hid])
-        cand = jnp.tanh(xt[:, 2 * hid :] + r * hh[:, 2 * hid :])
-        h = (1.0 - z) * cand + z * h
-        return h, h
-
-    _, hs = jax.lax.scan(step, jnp.zeros((x.shape[0], hid), x.dtype), xi)
-    return jnp.swapaxes(hs, 0, 1)
-
-
-def cnn_apply(params: dict, x: jax.Array) -> jax.Array:
-    dn = ("NHWC", "HWIO", "NHWC")
-    h = x
-    for w, stride in zip(params["convs"], (1, 2, 2), strict=True):
-        h = jax.nn.relu(jax.lax.conv_general_dilated(h, w, (stride, stride), "SAME", dimension_numbers=dn))
-    return h.mean(axis=(1, 2)) @ params["head"]["w"] + params["head"]["b"]
-
-
 def make_mlp(batch: int = 50) -> tuple[Callable, object, jax.Array, None]:
-    keys = jax.random.split(jax.random.PRNGKey(0), 15)
-    sizes = [784] + [64] * 15
+    keys = jax.random.split(jax.random.PRNGKey(0), MLP_LAYERS)
+    sizes = [784] + [64] * MLP_LAYERS
     params = [
         {"w": _uniform(k, (a, b), a), "b": _uniform(jax.random.fold_in(k, 1), (b,), a)}
         for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)
@@ -168,22 +155,49 @@ def direct(
     return time.perf_counter() - start, trace, float(np.sqrt(fro2)), "complete"
 
 
-def neural_tangents_status() -> str:
-    """Why neural-tangents cannot be timed here (or that it can)."""
+NT_REQUIREMENTS = ("jax==0.4.25", "jaxlib==0.4.25", "numpy<2", "neural-tangents==0.6.5", "tensorflow-cpu", "tf2jax")
+NT_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ntksearch" / "neural-tangents-0.6.5"
+NT_CHILD = Path(__file__).resolve().parent / "neural_tangents_child.py"
+NT_IMPLEMENTATIONS = ("JACOBIAN_CONTRACTION", "NTK_VECTOR_PRODUCTS", "STRUCTURED_DERIVATIVES")
+
+
+def neural_tangents_python(venv: Path) -> tuple[Path | None, str]:
+    """The Python of a virtual environment holding ``NT_REQUIREMENTS``, created from PyPI when missing (about
+    1 GB: TensorFlow is a hard dependency of neural-tangents 0.6.5). Returns (python, note) or (None, why not)."""
+    python, marker = venv / "bin" / "python", venv / "ntksearch-requirements.txt"
+    wanted = "\n".join(NT_REQUIREMENTS)
+    if python.exists() and marker.exists() and marker.read_text() == wanted:
+        return python, f"reused {venv}"
+    steps = [[sys.executable, "-m", "venv", str(venv)], [str(python), "-m", "pip", "install", "-q", *NT_REQUIREMENTS]]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            return None, f"could not build {venv} (`{' '.join(step[:4])} …` failed): {' / '.join(tail)}"
+    marker.write_text(wanted)
+    return python, f"created {venv} from PyPI"
+
+
+def time_neural_tangents(name: str, params: object, x: jax.Array, python: Path, folder: Path, *, reps: int,
+                         trace_axes: str, implementations: str, timeout: float) -> list[dict]:
+    """neural-tangents' rows (one per implementation and trace_axes) on the same weights and inputs, saved to
+    ``folder/{name}.npz`` and timed in a child process (:mod:`neural_tangents_child`)."""
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    assert tree == jax.tree_util.tree_structure(PARAM_TEMPLATES[name]), (tree, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = folder / f"{name}.npz"
+    np.savez(arrays, name=name, x=np.asarray(x), **{f"leaf_{i:04d}": np.asarray(a) for i, a in enumerate(leaves)})
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
     try:
-        import neural_tangents  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "neural_tangents":
-            return (f"neural-tangents not timed: it is installed but `import neural_tangents` fails with jax "
-                    f"{jax.__version__}: {type(exc).__name__}: {exc}")
-        return (f"neural-tangents not timed: not installed. Its latest release (0.6.5) requires tensorflow>=2.15 "
-                f"and tf2jax, and its package __init__ imports TensorFlow (through jax.experimental.jax2tf), so "
-                f"it cannot be installed next to jax {jax.__version__} without TensorFlow; installed with --no-deps, "
-                "`import neural_tangents` fails with ModuleNotFoundError: No module named 'tensorflow'.")
-    except Exception as exc:  # any other import failure is the finding we report
-        return (f"neural-tangents not timed: `import neural_tangents` fails with jax {jax.__version__}: "
-                f"{type(exc).__name__}: {exc}")
-    return "neural-tangents imports (not timed by this version of the benchmark)"
+        command = [str(python), str(NT_CHILD), str(arrays), "--reps", str(reps), "--trace-axes", trace_axes,
+                   "--implementations", implementations]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return [{"error": f"neural-tangents child timed out after {timeout:g} s"}]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode:
+        rows.append({"error": f"child exited {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"})
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -205,6 +219,10 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         + ", ".join(f"{q} = {v:.6g}" for q, v in ref.items()),
         flush=True,
     )
+    side_by_side = time_side_by_side(name, apply_fn, params, x, y, ref, op.n, args)
+    if args.side_by_side_only:
+        return {"model": name, "n": op.n, "p": op.p, "t_exact": t_exact, "reference": ref, "rows": [],
+                **side_by_side}
     t_direct, d_tr, d_fro, note = direct(
         apply_fn, params, x, op.n, block=args.direct_block, max_seconds=args.direct_seconds
     )
@@ -256,7 +274,36 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         "direct_note": note,
         "reference": ref,
         "rows": rows,
+        **side_by_side,
     }
+
+
+def time_side_by_side(name: str, apply_fn: Callable, params: object, x: jax.Array, y: jax.Array | None,
+                      ref: dict[str, float], n: int, args: argparse.Namespace) -> dict:
+    """ntksearch at rtol 0.01 (``method="auto"``, default budget; warm median over ``--seeds`` keys) and
+    neural-tangents' three implementations on the same arrays (warm medians, in its own environment)."""
+    times = []
+    for seed in range(-1, args.seeds):  # seed -1 compiles
+        start = time.perf_counter()
+        est = ntk_metrics(apply_fn, params, x, y, key=jax.random.PRNGKey(10_000 + seed), rtol=0.01)
+        times.append(time.perf_counter() - start)
+    rtol = {"time": float(np.median(times[1:])), "method": est["trace"].method, "matvecs": est["trace"].matvecs,
+            "err_trace": abs(est["trace"].value - ref["trace"]) / ref["trace"]}
+    print(f"ntksearch rtol 0.01: {rtol['time']:.3f} s ({rtol['method']}, {rtol['matvecs']} passes)", flush=True)
+    if not args.nt:
+        return {"rtol": rtol, "nt": [], "nt_note": "neural-tangents not timed (--no-nt)"}
+    if n > args.nt_max_n:
+        return {"rtol": rtol, "nt": [], "nt_note": f"neural-tangents not timed on {name}: its full kernel has n² = "
+                f"{n * n:.2g} entries (> --nt-max-n {args.nt_max_n}²)"}
+    python, note = neural_tangents_python(Path(args.nt_venv))
+    if python is None:
+        return {"rtol": rtol, "nt": [], "nt_note": note}
+    rows = time_neural_tangents(name, params, x, python, Path(args.out) / "arrays", reps=args.nt_reps,
+                                trace_axes=args.nt_trace_axes, implementations=args.nt_implementations,
+                                timeout=args.nt_timeout)
+    for row in rows:
+        print("  neural-tangents", json.dumps(row), flush=True)
+    return {"rtol": rtol, "nt": rows, "nt_note": note}
 
 
 def time_to(result: dict, quantity: str, tol: float) -> tuple[float, str] | None:
@@ -268,7 +315,41 @@ def time_to(result: dict, quantity: str, tol: float) -> tuple[float, str] | None
     return best["time"], f"{best['method']} @ {best['budget']}"
 
 
+def side_by_side_markdown(results: list[dict]) -> list[str]:
+    """The ntksearch-vs-neural-tangents table: warm medians and ntksearch's speed-up over each."""
+    lines = [
+        "### ntksearch (rtol 0.01) and neural-tangents' exact empirical NTK, same arrays",
+        "",
+        "| model | n | p | ntksearch rtol 0.01 (s) | method | NT implementation | trace_axes | NT (s) "
+        "| NT time / ntksearch time | NT tr K / exact |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    versions = {}
+    for res in results:
+        rt = res["rtol"]
+        head = f"| {res['model']} | {res['n']:,} | {res['p']:,} | {rt['time']:.3f} | {rt['method']} "
+        timed = [r for r in res["nt"] if "implementation" in r]
+        versions.update(next((r for r in res["nt"] if "jax" in r), {}))
+        for r in timed:
+            if "error" in r:
+                failed = f"failed: {r['error'][:80]}"
+                lines.append(head + f"| {r['implementation']} | {r['trace_axes']} | {failed} | — | — |")
+                continue
+            exact_tr = f"{r['trace'] / res['reference']['trace']:.4f}" if r["trace_axes"] == "full" else "—"
+            lines.append(head + f"| {r['implementation']} | {r['trace_axes']} | {r['seconds']:.3f} "
+                         f"| {r['seconds'] / rt['time']:.2f} | {exact_tr} |")
+        if not timed:
+            lines.append(head + f"| — | — | — | — | — |  ({res['nt_note']})")
+    lines += ["", "trace_axes full = (): the n × n kernel ntksearch estimates; last = (-1,): neural-tangents' default, "
+              "averaged over the last output axis (a B × B kernel for logits, whose trace is tr K / O). "
+              + (f"neural-tangents {versions['neural_tangents']} on jax {versions['jax']} (its own environment)."
+                 if versions else "")]
+    return lines
+
+
 def markdown(results: list[dict], args: argparse.Namespace) -> str:
+    if args.side_by_side_only:
+        return "\n".join([*side_by_side_markdown(results), "", *DATA_NOTES]) + "\n"
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {jax.device_count()} × "
         f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}), jax {jax.__version__}; "
@@ -325,7 +406,7 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
                 + " | ".join(f"{r['err_' + q]:.1e}" for q in qs)
                 + " |"
             )
-    lines += ["", neural_tangents_status(), *DATA_NOTES]
+    lines += ["", *side_by_side_markdown(results), "", *DATA_NOTES]
     return "\n".join(lines) + "\n"
 
 
@@ -341,6 +422,17 @@ def main() -> None:
                         help="skip a method's larger budgets once one estimate takes longer than this")
     parser.add_argument("--quick", action="store_true", help="3 seeds, budgets 64,256, Direct capped at 20 s")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--side-by-side-only", action="store_true",
+                        help="only the cheapest exact path, ntksearch at rtol 0.01 and neural-tangents")
+    parser.add_argument("--nt", action=argparse.BooleanOptionalAction, default=True,
+                        help="time neural-tangents in its own virtual environment (built from PyPI if missing)")
+    parser.add_argument("--nt-venv", default=str(NT_VENV))
+    parser.add_argument("--nt-reps", type=int, default=5)
+    parser.add_argument("--nt-trace-axes", default="full,last",
+                        help="full: trace_axes=() (the n × n kernel); last: (-1,), neural-tangents' default")
+    parser.add_argument("--nt-implementations", default=",".join(NT_IMPLEMENTATIONS))
+    parser.add_argument("--nt-max-n", type=int, default=4000, help="skip neural-tangents for larger n (n² kernel)")
+    parser.add_argument("--nt-timeout", type=float, default=1800.0)
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.budgets, args.direct_seconds = 3, "64,256", 20.0
@@ -351,7 +443,7 @@ def main() -> None:
     print("\n" + text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
+    suffix = "_quick" if args.quick else "_side_by_side" if args.side_by_side_only else ""
     (out / f"ntk_estimators{suffix}.md").write_text(text)
     (out / f"ntk_estimators{suffix}.json").write_text(json.dumps(results, indent=1))
 

@@ -58,9 +58,14 @@ error of every requested quantity is ≤ ``rtol`` (checked from ``min_blocks`` b
 would exceed ``max_matvecs``. A *matvec* here is one AD pass: one JVP or one VJP (a K-product costs two).
 Every block's probes come from ``fold_in(key, block index)``, so results are reproducible for a key.
 
-**Where the work runs.** Every Jacobian product goes through one jit-compiled kernel,
-:func:`probe_products` (a block of probe rows → images, optional adjoint images, their row norms and the
-block's cosines), compiled once per architecture, side and block shape. The sketch, the adaptive loop and the
+**Where the work runs.** Every Jacobian product goes through one jit-compiled kernel
+(:mod:`ntksearch.ntk.kernel`: a block of probe rows → images, optional adjoint images, their row norms and
+the block's cosines), compiled once per architecture, side and block shape. It runs AD passes
+(:func:`probe_products`) or, for models whose passes cost more flops than a product with the dense Jacobian
+(convolutions, recurrences with few outputs: :mod:`ntksearch.ntk.jacobian`), matrix products with J computed
+once from per-example reverse passes. Both paths push the same probes through the same estimators, so the
+estimates have the same distribution and differ by float rounding only; with J in hand the exact kernel is the
+cheapest method, and ``auto`` takes it whenever its passes fit in the budget. The sketch, the adaptive loop and the
 jackknife run on the host in float64 around it. Every square (‖Jᵀu‖², ‖K u‖², (uᵀK v)²) is formed there from
 the scale-free pieces, so a float32 model whose kernel entries are representable but whose squares are not
 (tr K² > 3.4e38) still gets exact ratios; only a kernel beyond float32's range raises
@@ -74,16 +79,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh
 from threadpoolctl import threadpool_limits
 
-from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, linearize, smaller_side, vjp_batch
+from ntksearch.ntk.kernel import NonFiniteModelError, ProbeKernel, ProbeProducts, dense_point, probe_products
+from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, smaller_side, vjp_batch
 
 __all__ = [
     "METHODS",
@@ -102,10 +106,6 @@ __all__ = [
 
 METHODS = ("auto", "exact", "hutchinson", "hutch++", "forward", "reverse")
 QUANTITIES = ("trace", "frobenius", "effective_rank", "label_alignment", "label_alignment_centred")
-
-
-class NonFiniteModelError(ValueError):
-    """The model's output (or its kernel) at the given point is not finite."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,8 @@ class EstimatePlan:
       mesh: a 1-d device mesh (axis ``"probes"``) over which every block of probes is split, or None for one
         device. Blocks are zero-padded to a multiple of its size, so the probes — and the results — do not
         depend on the number of devices.
+      dense: products through the dense per-example Jacobian (:class:`ProbeKernel` ``point``); the pass
+        counts then count the products' rows as if they were AD passes.
     """
 
     method: str
@@ -179,6 +181,7 @@ class EstimatePlan:
     wanted: tuple[int, ...]
     n_labels: int
     mesh: Mesh | None = None
+    dense: bool = False
 
     @property
     def fixed_passes(self) -> tuple[int, int]:
@@ -213,8 +216,12 @@ def plan_estimate(
     sketch_size: int | None = None,
     block_size: int | None = None,
     mesh: Mesh | None = None,
+    dense: bool = False,
 ) -> EstimatePlan:
     """Resolve a method, its side, sketch and block sizes and the budget into an :class:`EstimatePlan`.
+
+    ``dense``: the products will go through a dense Jacobian, which makes ``exact`` the cheapest method:
+    ``auto`` then picks it whenever its passes fit in ``max_matvecs``.
 
     Raises ValueError for unknown methods, bad sizes and budgets too small for ``min_blocks`` blocks.
     """
@@ -228,10 +235,11 @@ def plan_estimate(
     need_f2 = tuple(wanted) != ("trace",)
     small_side, d_small = smaller_side(n, p), min(n, p)
     if method == "auto":
-        method = _auto_method(n, p, max_matvecs, need_f2)
+        method = _auto_method(n, p, max_matvecs, need_f2, dense)
     if method == "exact":
-        plan = EstimatePlan("exact", small_side, d_small, "identity", d_small, need_f2, min(d_small, 64), 0, 0,
-                            idx, n_labels, mesh)
+        block = min(d_small, 4 if dense else 64)  # dense: one Gram matrix replaces the blocks; only labels use it
+        plan = EstimatePlan("exact", small_side, d_small, "identity", d_small, need_f2, block, 0, 0, idx, n_labels,
+                            mesh, dense)
         cost = sum(plan.passes(0))
         if cost > max_matvecs:
             raise ValueError(
@@ -252,7 +260,7 @@ def plan_estimate(
     else:  # hutch++: the sketch costs 3q passes (4q with tr A²)
         sketch, q, square = "range", max(1, max_matvecs // 8 if sketch_size is None else sketch_size), need_f2
     q = min(q, dim)
-    plan = EstimatePlan(method, side, dim, sketch, q, square, block_size, min_blocks, 0, idx, n_labels, mesh)
+    plan = EstimatePlan(method, side, dim, sketch, q, square, block_size, min_blocks, 0, idx, n_labels, mesh, dense)
     left = max_matvecs - sum(plan.passes(0))
     block_cost = block_size * (2 if square else 1)
     if left < min_blocks * block_cost:
@@ -262,73 +270,14 @@ def plan_estimate(
             "sketch_size/block_size"
         )
     return EstimatePlan(method, side, dim, sketch, q, square, block_size, min_blocks, left // block_cost, idx,
-                        n_labels, mesh)
+                        n_labels, mesh, dense)
 
 
-def _auto_method(n: int, p: int, max_matvecs: int, need_f2: bool) -> str:
-    """Exact when its passes fit in half the budget, else Hutch++."""
-    if min(n, p) * (2 if need_f2 else 1) <= max_matvecs // 2:
+def _auto_method(n: int, p: int, max_matvecs: int, need_f2: bool, dense: bool) -> str:
+    """Exact when its passes fit in half the budget (the whole budget with dense products), else Hutch++."""
+    if min(n, p) * (2 if need_f2 else 1) <= (max_matvecs if dense else max_matvecs // 2):
         return "exact"
     return "hutch++"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The compiled kernel
-
-
-class ProbeProducts(NamedTuple):
-    """What :func:`probe_products` returns for a block of b probe rows (on device).
-
-    Squared norms and inner products of the images reach ‖K u‖² ~ (entries of K)², beyond float32's range
-    (≈ 3.4e38) for a kernel whose entries are still representable; so the kernel returns only scale-free
-    pieces, norms and cosines, and the squares are formed on the host in float64 (the properties).
-
-    Attributes:
-      images: (b, D) M zᵢ. adjoint: (b, d) A zᵢ = Mᵀ(M zᵢ), or (b, 0) when not asked for.
-      image_norm, adjoint_norm: (b,) row norms, computed without overflow. cosines: (b, b) cosines between
-        the rows of ``images`` (0 for a zero row).
-      n_nonfinite: non-finite entries of the model output.
-      outputs: (n,) the flattened model output at the point (the linearisation's primal value).
-    """
-
-    images: Array
-    adjoint: Array
-    image_norm: Array
-    adjoint_norm: Array
-    cosines: Array
-    n_nonfinite: Array
-    outputs: Array
-
-    @property
-    def image_sq(self) -> np.ndarray:
-        """(b,) ‖M zᵢ‖² in float64 (host)."""
-        return np.asarray(self.image_norm, np.float64) ** 2
-
-    @property
-    def adjoint_sq(self) -> np.ndarray:
-        """(b,) ‖A zᵢ‖² in float64 (host)."""
-        return np.asarray(self.adjoint_norm, np.float64) ** 2
-
-    @property
-    def gram(self) -> np.ndarray:
-        """(b, b) images · imagesᵀ in float64 (host)."""
-        norms = np.asarray(self.image_norm, np.float64)
-        return np.asarray(self.cosines, np.float64) * np.outer(norms, norms)
-
-
-def _row_norms(rows: Array) -> Array:
-    """(b, k) → (b,) Euclidean row norms, each row scaled by its largest entry before squaring."""
-    if rows.shape[1] == 0:
-        return jnp.zeros(rows.shape[0], rows.dtype)
-    top = jnp.max(jnp.abs(rows), axis=1)
-    safe = jnp.where(top > 0, top, 1.0)[:, None]
-    return top * jnp.sqrt(jnp.sum((rows / safe) ** 2, axis=1))
-
-
-def _cosines(rows: Array, norms: Array) -> Array:
-    """(b, b) cosines between the rows (a zero row gives zeros)."""
-    unit = rows / jnp.where(norms > 0, norms, 1.0)[:, None]
-    return unit @ unit.T
 
 
 def _scaled_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -337,40 +286,6 @@ def _scaled_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     scales = [float(np.max(np.abs(m))) if m.size else 0.0 for m in (a, b)]
     scales = [s if s > 0 else 1.0 for s in scales]
     return np.asarray((a / scales[0]) @ (b / scales[1]).T, np.float64) * (scales[0] * scales[1])
-
-
-def _pad_rows(rows: Array, multiple: int) -> Array:
-    """Zero rows appended so the row count is a multiple of ``multiple``."""
-    pad = -rows.shape[0] % multiple
-    return jnp.concatenate([rows, jnp.zeros((pad, *rows.shape[1:]), rows.dtype)]) if pad else rows
-
-
-def _on_devices(fn, rows: Array, mesh: Mesh | None) -> Array:
-    """fn on a (b, ...) block of probe rows split over the mesh's devices (padded with zero rows, which every
-    product maps to zero, then dropped), or simply fn(rows) without a mesh."""
-    if mesh is None:
-        return fn(rows)
-    padded = jax.lax.with_sharding_constraint(_pad_rows(rows, mesh.size), NamedSharding(mesh, PartitionSpec("probes")))
-    return fn(padded)[: rows.shape[0]]
-
-
-@partial(jax.jit, static_argnames=("apply_fn", "side", "adjoint", "mesh"))
-def probe_products(apply_fn: ApplyFn, params: Params, x: Array, z: Array, *, side: str, adjoint: bool,
-                   mesh: Mesh | None = None) -> ProbeProducts:
-    """All Jacobian products one estimator step needs, for a block of probe rows z (b, d).
-
-    One forward pass (linearisation), b passes of the side's mode, and b of the other mode when ``adjoint``;
-    plus the small reductions the estimators read (row norms, the b×b Gram matrix). Pure and jit-compiled;
-    keyed on ``apply_fn``, side, adjoint, mesh and shapes.
-    """
-    lin = linearize(apply_fn, params, x)
-    z = z.astype(lin.z.dtype)
-    img = _on_devices(lambda w: lin.images(side, w), z, mesh)
-    adj = (_on_devices(lambda w: lin.adjoint_images(side, w), img, mesh) if adjoint
-           else jnp.zeros((z.shape[0], 0), z.dtype))
-    img_norm = _row_norms(img)
-    return ProbeProducts(img, adj, img_norm, _row_norms(adj), _cosines(img, img_norm), jnp.sum(~jnp.isfinite(lin.z)),
-                         lin.z)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -402,45 +317,6 @@ def _jackknife(fixed: np.ndarray, reps: np.ndarray, labels: np.ndarray) -> tuple
     return value, stderr, (count - 1) * (tbar - value)
 
 
-class ProbeKernel:
-    """:func:`probe_products` bound to one model, point, side and block size b; rows are zero-padded to b, so
-    every call of one kernel (the estimators' blocks, their fixed part, :func:`ntksearch.ntk.spectra.lambda_max`)
-    reuses one compiled program. Checks the model output on first use."""
-
-    def __init__(self, apply_fn: ApplyFn, params: Params, x: Array, *, side: str, block_size: int, dim: int,
-                 mesh: Mesh | None):
-        self.call = partial(probe_products, apply_fn, params, x, side=side, mesh=mesh)
-        self.b, self.dim, self.checked = block_size, dim, False
-        self.dtype = np.dtype(jax.tree_util.tree_leaves(params)[0].dtype)
-
-    @classmethod
-    def for_plan(cls, apply_fn: ApplyFn, params: Params, x: Array, plan: EstimatePlan) -> ProbeKernel:
-        return cls(apply_fn, params, x, side=plan.side, block_size=plan.block_size, dim=plan.dim, mesh=plan.mesh)
-
-    def __call__(self, rows: np.ndarray | Array, *, adjoint: bool) -> ProbeProducts:
-        """Products for up to b host rows (zero-padded to b: one compiled shape), or for a whole (b, d) block
-        already on the device (used as it is, without a round trip through the host)."""
-        if isinstance(rows, jax.Array) and rows.shape == (self.b, self.dim):
-            padded = rows
-        else:
-            padded = np.zeros((self.b, self.dim), self.dtype)
-            padded[: rows.shape[0]] = rows
-        out = self.call(jnp.asarray(padded), adjoint=adjoint)
-        if not self.checked:
-            self.checked = True
-            if int(out.n_nonfinite):
-                raise NonFiniteModelError(
-                    f"apply_fn(params, x) returned {int(out.n_nonfinite)} non-finite values; the NTK is undefined there"
-                )
-        return out
-
-    def rows(self, rows: np.ndarray, *, adjoint: bool, keep: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-        """``image_sq`` and ``adjoint_sq`` (k,) of k rows, processed in chunks of b, plus the fields named in
-        ``keep`` (``images`` (k, D), ``adjoint`` (k, d)) copied to the host."""
-        outs = [self(rows[i : i + self.b], adjoint=adjoint) for i in range(0, rows.shape[0], self.b)]
-        names = ("image_sq", "adjoint_sq", *keep)
-        return {name: np.concatenate([np.asarray(getattr(o, name)) for o in outs])[: rows.shape[0]] for name in names}
-
 
 def _fixed_part(kernel: ProbeKernel, plan: EstimatePlan, rng: np.random.Generator
                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -448,6 +324,8 @@ def _fixed_part(kernel: ProbeKernel, plan: EstimatePlan, rng: np.random.Generato
     d, q = plan.dim, plan.sketch_size
     if plan.sketch == "none":
         return np.zeros((d, 0)), None, np.zeros(2)
+    if plan.sketch == "identity" and kernel.dense:  # tr A = ‖J‖²_F, tr A² = ‖A‖²_F from one Gram matrix
+        return np.zeros((d, 0)), None, kernel.gram_sums(plan.square)
     if plan.sketch == "identity":  # stream the basis: tr A = Σ‖M eᵢ‖², tr A² = Σ‖A eᵢ‖²
         sums = np.zeros(2)
         for start in range(0, d, plan.block_size):
@@ -492,8 +370,9 @@ def _label_sums(op: NTKOperator, kernel: ProbeKernel, plan: EstimatePlan, y: Arr
     """(yᵀKy, ‖y‖²) for y and for y centred over the batch axis: ‖Jᵀy‖² by one VJP each."""
     y = np.asarray(y, np.float64)
     rows = np.stack([y.ravel(), (y - y.mean(axis=0, keepdims=True)).ravel()])
-    if plan.side == "state":  # the kernel's own images are VJPs (its compiled variant of the blocks is reused)
-        yky = kernel.rows(rows, adjoint=plan.square)["image_sq"]
+    if plan.side == "state":  # the kernel's own images are VJPs (its compiled variant of the blocks is reused;
+        # a dense exact kernel has no blocks, only its Gram matrix, so it takes the images alone)
+        yky = kernel.rows(rows, adjoint=plan.square and not (kernel.dense and plan.sketch == "identity"))["image_sq"]
     else:
         jty = vjp_batch(op.apply_fn, op.params, op.x, jnp.asarray(rows, op.dtype))
         yky = np.sum(np.asarray(jty, np.float64) ** 2, axis=1)
@@ -553,10 +432,13 @@ def ntk_metrics(
         )
     wanted = _requested(quantities, y is not None)
     n_labels = 2 if any(q.startswith("label") for q in wanted) else 0
+    mesh = probe_mesh(devices)
+    point = dense_point(apply_fn, params, x, mesh)
     plan = plan_estimate(method, op.n, op.p, max_matvecs=max_matvecs, wanted=wanted, n_labels=n_labels,
-                         min_blocks=min_blocks, sketch_size=sketch_size, block_size=block_size,
-                         mesh=probe_mesh(devices))
-    kernel = ProbeKernel.for_plan(apply_fn, params, x, plan)
+                         min_blocks=min_blocks, sketch_size=sketch_size, block_size=block_size, mesh=mesh,
+                         dense=point is not None)
+    kernel = ProbeKernel(apply_fn, params, x, side=plan.side, block_size=plan.block_size, dim=plan.dim, mesh=mesh,
+                         point=point)
     with threadpool_limits(1, user_api="blas"):  # small host matrices; threaded BLAS beside XLA only thrashes
         return _estimate(op, kernel, plan, y, key, rtol)
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ntksearch.ntk import METHODS, QUANTITIES, NonFiniteModelError, exact_ntk_stats, ntk_metrics
-from tests.ntk.problems import make_mlp, mlp_apply
+from ntksearch.ntk import METHODS, QUANTITIES, NonFiniteModelError, estimators, exact_ntk_stats, ntk_metrics
+from tests.ntk.problems import make_cnn, make_mlp, mlp_apply
 
 RANDOMISED = ("hutchinson", "hutch++", "forward", "reverse")
 Z_MAX = 4.0  # |estimate − truth| ≤ 4 standard errors: a false alarm once in ~15,000 checks
@@ -251,3 +251,28 @@ def test_kernel_beyond_float32_range_raises_with_the_reason():
     with pytest.raises(NonFiniteModelError, match="float32"):
         ntk_metrics(prob.apply_fn, prob.params, prob.x, prob.y, key=jax.random.PRNGKey(0), method="hutch++",
                     max_matvecs=200)
+
+
+@pytest.mark.parametrize("method", ["exact", "hutch++", "forward", "reverse"])
+def test_dense_products_give_the_same_estimates_for_a_key(monkeypatch, method):
+    """The CNN's products go through its dense Jacobian; with AD passes instead the same probes give the same
+    values to rounding (the estimator and its distribution are unchanged)."""
+    prob = make_cnn()
+    run = lambda: ntk_metrics(prob.apply_fn, prob.params, prob.x, prob.y, key=jax.random.PRNGKey(4), method=method,
+                              rtol=0.0, max_matvecs=300, sketch_size=6)
+    dense = run()
+    monkeypatch.setattr(estimators, "dense_point", lambda *args: None)
+    passes = run()
+    for name in dense:
+        assert dense[name].matvecs == passes[name].matvecs
+        np.testing.assert_allclose(dense[name].value, passes[name].value, rtol=1e-10)
+        np.testing.assert_allclose(dense[name].stderr, passes[name].stderr, rtol=1e-8, atol=1e-14)
+
+
+def test_auto_takes_exact_within_the_whole_budget_with_a_dense_jacobian(monkeypatch):
+    prob = make_cnn()  # n = 36: exact needs 72 passes + 2 label VJPs
+    run = lambda: ntk_metrics(prob.apply_fn, prob.params, prob.x, prob.y, key=jax.random.PRNGKey(0),
+                              max_matvecs=100)["trace"].method
+    assert run() == "exact"
+    monkeypatch.setattr(estimators, "dense_point", lambda *args: None)
+    assert run() == "hutch++"  # AD passes: exact only within half the budget

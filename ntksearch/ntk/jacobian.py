@@ -1,0 +1,122 @@
+r"""The dense Jacobian J ∈ Rⁿˣᵖ from per-example reverse passes, for models whose AD passes cost far more than J.
+
+A model with a leading batch axis, z = vec(f(θ, x₁), …, f(θ, x_B)) with per-example outputs of size O
+(n = B·O), has a block-row Jacobian J = [J₁; …; J_B], Jᵢ = ∂f(θ, xᵢ)/∂θ ∈ Rᴼˣᵖ. Reverse mode on one example
+gives a row of Jᵢ at the cost of one single-example pass, so all of J costs B·O single-example VJPs: about O
+whole-batch passes (vmapped over examples and outputs), whereas a probe Jᵀu with a dense u ∈ Rⁿ costs one
+whole-batch pass *per probe*. Once J is on the device every probe product is a matrix product: J w and Jᵀu
+cost 2·n·p flops each.
+
+That trade pays when a pass costs much more than 2·n·p flops: weight sharing (convolutions, recurrences)
+makes a pass cost 2·B·(positions or steps)·p, against 2·B·O·p for a dense product. A dense layer's pass costs
+about 2·B·p, so MLPs with O ≥ 1 outputs stay matrix-free. :func:`dense_jacobian_pays` applies the rule
+2·n·p ≤ F, F the flops of the forward pass's matrix products and convolutions counted on its jaxpr (a loop
+body counted once, so recurrent models are under-counted and stay matrix-free unless they pay anyway), and
+n·p ≤
+:data:`DENSE_MAX_ENTRIES` (J stays small in memory).
+
+The per-example decomposition assumes examples do not interact (no batch statistics, no cross-example
+attention). :func:`dense_jacobian` checks it at the point, at the cost of one whole-batch JVP: with a fixed
+Gaussian direction w, the batched output and J w must match the per-example output and the per-example J·w to
+√ε relative (ε the dtype's machine epsilon). A coupled model fails the check almost surely (the mismatch of two
+different linear maps in a random direction is non-zero with probability one) and keeps the matrix-free
+products.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import jaxprs_in_params
+from jax.flatten_util import ravel_pytree
+
+from ntksearch.ntk.conv_grads import with_patch_conv_grads
+from ntksearch.ntk.operator import ApplyFn, Array, Params, flat_model
+
+__all__ = ["DENSE_MAX_ENTRIES", "dense_jacobian", "dense_jacobian_pays", "forward_flops", "per_example_jacobian"]
+
+DENSE_MAX_ENTRIES = 1 << 25  # n·p: 128 MiB of float32
+
+
+def forward_flops(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[float, jax.ShapeDtypeStruct]:
+    """(F, output): the multiply-add flops (2 per product) of the matrix products and convolutions of one forward
+    pass ``apply_fn(params, x)``, counted on its jaxpr (nested calls included, a loop body once; elementwise
+    operations not counted), and the abstract output."""
+    closed, out = jax.make_jaxpr(apply_fn, return_shape=True)(params, x)
+    return _product_flops(closed.jaxpr), out
+
+
+def _product_flops(jaxpr: Any) -> float:
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        out = eqn.outvars[0].aval.shape if eqn.outvars else ()
+        if eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            total += 2.0 * math.prod(out) * math.prod(eqn.invars[0].aval.shape[i] for i in contract)
+        elif eqn.primitive.name == "conv_general_dilated":  # each output sums over in-features × window
+            rhs, spec = eqn.invars[1].aval.shape, eqn.params["dimension_numbers"].rhs_spec
+            total += 2.0 * math.prod(out) * math.prod(rhs[i] for i in spec[1:])
+        total += sum(_product_flops(sub) for sub in jaxprs_in_params(eqn.params))
+    return total
+
+
+def dense_jacobian_pays(apply_fn: ApplyFn, params: Params, x: Array) -> bool:
+    """Whether products through a dense per-example J are cheaper than AD passes (see the module docstring):
+    x and the output share a leading batch axis, n·p ≤ :data:`DENSE_MAX_ENTRIES` and 2·n·p ≤ forward flops."""
+    if jnp.ndim(x) == 0:
+        return False
+    flops, out = forward_flops(apply_fn, params, x)
+    n, p = math.prod(out.shape), sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))
+    return out.ndim > 0 and out.shape[0] == jnp.shape(x)[0] and n * p <= DENSE_MAX_ENTRIES and 2.0 * n * p <= flops
+
+
+@partial(jax.jit, static_argnums=0)
+def per_example_jacobian(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[Array, Array]:
+    """(z, J): the flattened output (n,) and the Jacobian (n, p), row b·O + o = ∂f(θ, x_b)_o / ∂θ, by O VJPs per
+    example on that example alone (vmapped over examples and outputs; convolution weight gradients as patch
+    products, :mod:`ntksearch.ntk.conv_grads`). Valid only for models whose examples do not interact (checked
+    by :func:`dense_jacobian`)."""
+    theta, unravel = ravel_pytree(params)
+    model = with_patch_conv_grads(apply_fn)
+
+    def one_example(xi: Array) -> tuple[Array, Array]:
+        z, vjp = jax.vjp(lambda flat: jnp.ravel(model(unravel(flat), xi[None])), theta)
+        return z, jax.vmap(lambda c: vjp(c)[0])(jnp.eye(z.shape[0], dtype=z.dtype))
+
+    z, jac = jax.vmap(one_example)(x)
+    return z.reshape(-1), jac.reshape(-1, theta.shape[0])
+
+
+@partial(jax.jit, static_argnums=0)
+def _batch_mismatch(apply_fn: ApplyFn, params: Params, x: Array, z: Array, jac: Array, w: Array) -> Array:
+    """(2,) relative differences ‖z_batch − z‖/‖z_batch‖ and ‖J_batch w − J w‖/‖J_batch w‖ (0 when both are 0)."""
+    f, theta = flat_model(apply_fn, params, x)
+    z_batch, jw_batch = jax.jvp(f, (theta,), (w.astype(theta.dtype),))
+
+    def rel(ref: Array, other: Array) -> Array:
+        scale = jnp.linalg.norm(ref)
+        diff = jnp.linalg.norm(ref - other)
+        return jnp.where(scale > 0, diff / jnp.where(scale > 0, scale, 1.0), jnp.where(diff > 0, jnp.inf, 0.0))
+
+    return jnp.stack([rel(z_batch, z), rel(jw_batch, jac @ w.astype(jac.dtype))])
+
+
+def dense_jacobian(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[Array, Array] | None:
+    """(z, J) from :func:`per_example_jacobian` when the model evaluates one example at a time and its examples
+    do not interact at this point (one whole-batch JVP in a fixed Gaussian direction agrees to √ε); else None.
+
+    A model that cannot run on a batch of one (a hard-coded batch size) also gives None.
+    """
+    try:
+        z, jac = per_example_jacobian(apply_fn, params, x)
+    except (TypeError, ValueError):  # shape errors from tracing the model on a batch of one
+        return None
+    w = np.random.default_rng(0).standard_normal(jac.shape[1])
+    tol = float(np.sqrt(np.finfo(jac.dtype).eps))
+    mismatch = np.asarray(_batch_mismatch(apply_fn, params, x, z, jac, jnp.asarray(w)))
+    return (z, jac) if bool(np.all(mismatch <= tol)) else None
