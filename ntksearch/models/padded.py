@@ -7,12 +7,13 @@ from collections.abc import Callable
 from ntksearch.models.base import BuiltModel
 from ntksearch.models.buckets import DEFAULT_GRID, Bucketed, BucketGrid
 from ntksearch.models.padded_mlp import pad_mlp
+from ntksearch.models.padded_rnn import pad_rnn
 
 __all__ = ["PADDERS", "bucket_candidate"]
 
 Padder = Callable[[BuiltModel, BucketGrid], Bucketed | None]
 
-PADDERS: dict[str, Padder] = {"mlp": pad_mlp}
+PADDERS: dict[str, Padder] = {"mlp": pad_mlp, "rnn": pad_rnn}
 
 
 def bucket_candidate(built: BuiltModel, grid: BucketGrid = DEFAULT_GRID) -> Bucketed | None:

@@ -30,7 +30,13 @@ CASES = {
         {"depth": 1, "width": [33], "norm": "none", "residual": False, "activation": "swish",
          "init": "normal", "init_scale": 1.7},
     ],
+    "rnn": [
+        {"cell": "gru", "layers": 2, "hidden": [20, 33], "bidirectional": True},
+        {"cell": "lstm", "layers": 1, "hidden": [17], "init": "xavier_uniform"},
+        {"cell": "tanh", "layers": 2, "hidden": [16, 9], "init_scale": 0.7},
+    ],
 }
+SAME_BUCKET = {"mlp": {"width": [10, 10, 17]}, "rnn": {"hidden": [25, 40]}}  # as CASES[family][0] per layer
 GRIDS = {"per_layer": PER_LAYER, "uniform": UNIFORM, "menus": BucketGrid(widths=(8, 16, 32, 64), menus=MENUS)}
 
 
@@ -78,8 +84,7 @@ def test_padded_proxies_equal_the_stand_alone_ones(family: str, case: int, grid:
 @pytest.mark.parametrize("family", sorted(CASES))
 def test_candidates_of_a_bucket_share_one_compiled_program(family: str) -> None:
     first, second = (_build(family, CASES[family][0], seed=s) for s in (0, 1))
-    other_widths = {**CASES[family][0], "width": [10, 10, 17]} if family == "mlp" else CASES[family][0]
-    third = _build(family, other_widths, seed=2)
+    third = _build(family, {**CASES[family][0], **SAME_BUCKET[family]}, seed=2)
     a, b, c = (bucket_candidate(m, PER_LAYER) for m in (first, second, third))
     assert a.apply_fn == b.apply_fn == c.apply_fn and hash(a.apply_fn) == hash(c.apply_fn)
     traces = []
