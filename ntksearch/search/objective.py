@@ -57,7 +57,7 @@ from ntksearch.proxies import (
 )
 from ntksearch.proxies.linearised import options_for_training
 from ntksearch.search import attrs
-from ntksearch.search.bucketed import grid_for_space, plan_scoring
+from ntksearch.search.bucketed import plan_scoring
 from ntksearch.search.objectives import Objective, as_objective
 from ntksearch.spaces import Point, SearchSpace
 
@@ -146,12 +146,13 @@ class ProxyObjective:
         otherwise exhausts the kernel's limit on memory maps (65,530) and crashes inside the compiler.
       buckets: the shape grid candidates are padded to (:mod:`ntksearch.models.buckets`), so that candidates
         of one bucket share compiled programs; the proxies that are exact on a padded program run there, the
-        others on the candidate itself (:mod:`ntksearch.search.bucketed`). Without menus, the space's
-        activation and normalisation choices become run-time menus. None: every candidate on its own.
-        Scores agree with and without buckets up to float rounding.
+        others on the candidate itself (:mod:`ntksearch.search.bucketed`). A bucket's first candidate is scored
+        on its own, later ones in the bucket's program. None: every candidate on its own. Scores agree with
+        and without buckets up to float rounding.
 
     Attributes:
       directions: Optuna directions, for ``optuna.create_study(directions=...)``.
+      bucketed_candidates: how many candidates were scored in their bucket's padded program.
       objective: the parsed :class:`~ntksearch.search.objectives.Objective`.
       x, y: the scoring batch. x_val, y_val: the held-out batch (one-hot), or None.
     """
@@ -162,7 +163,9 @@ class ProxyObjective:
                  train_size: int | None = None, epochs: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  max_cached_architectures: int = 32, buckets: BucketGrid | None = DEFAULT_GRID):
         self.space = space
-        self.buckets = None if buckets is None else grid_for_space(buckets, space)
+        self.buckets = buckets
+        self._buckets_met: set[Any] = set()
+        self.bucketed_candidates = 0
         self.max_cached_architectures = max_cached_architectures
         self._cached: set[Any] = set()
         self.objective: Objective = as_objective(objective)
@@ -245,7 +248,9 @@ class ProxyObjective:
         names = self.proxy_names(inputs)
         values: dict[str, ProxyValue] = {}
         seconds: dict[str, float] = {}
-        for part_names, part_inputs in plan_scoring(names, inputs, built, self.buckets):
+        plan = plan_scoring(names, inputs, built, self.buckets, met=self._buckets_met)
+        self.bucketed_candidates += plan[0][1] is not inputs
+        for part_names, part_inputs in plan:
             self._track_compiled(part_inputs.apply_fn)
             part = compute_proxies(part_names, part_inputs)
             values.update(part.values)
