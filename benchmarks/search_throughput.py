@@ -1,6 +1,7 @@
 """Search throughput: candidates scored per minute, and how much of it is XLA compilation.
 
-Each configuration scores the same candidates (Optuna's RandomSampler, seed 0) of a shipped space on the
+Each configuration scores the same candidates (Optuna's RandomSampler, seed 0; ``--sampler tpe``: a TPE search as
+the quickstart's, whose candidates follow the scores) of a shipped space on the
 digits scoring batch, in fresh processes, so nothing compiled earlier is reused unless the configuration says so:
 
 * ``all proxies``: the objective plus every registered proxy recorded (each proxy group compiles its own
@@ -67,9 +68,10 @@ def child(args: argparse.Namespace) -> None:
     objective = ProxyObjective(load_space(ROOT / "search_spaces" / f"{args.space}.yaml"), load_dataset("digits"),
                                proxies=None if args.record_all else [], seed=0, batch_size=32, **buckets)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(args.journal))
+    sampler = (optuna.samplers.TPESampler(seed=args.sampler_seed, n_startup_trials=10) if args.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=args.sampler_seed))
     study = optuna.create_study(study_name="throughput", storage=storage, load_if_exists=True,
-                                directions=objective.directions,
-                                sampler=optuna.samplers.RandomSampler(seed=args.sampler_seed))
+                                directions=objective.directions, sampler=sampler)
     start = time.perf_counter()
     study.optimize(objective, n_trials=args.candidates)
     values = {t.number: t.values[0] if t.values else None for t in study.trials}
@@ -77,12 +79,12 @@ def child(args: argparse.Namespace) -> None:
                       "values": values}))
 
 
-def run_config(space: str, config: str, candidates: int, workdir: Path) -> dict:
+def run_config(space: str, config: str, candidates: int, workdir: Path, sampler: str = "random") -> dict:
     """Run one configuration in fresh processes; returns wall seconds, compile seconds and candidates."""
     cache = workdir / f"cache-{space}"
     journal = workdir / f"{space}-{config.replace(' ', '_').replace(',', '')}.log"
     workers = 2 if "2 workers" in config else 1
-    base = [sys.executable, __file__, "--child", "--space", space, "--journal", str(journal)]
+    base = [sys.executable, __file__, "--child", "--space", space, "--journal", str(journal), "--sampler", sampler]
     if "all proxies" in config:
         base.append("--record-all")
     if "disk cache" in config:
@@ -117,6 +119,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=60)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated configurations to run")
+    parser.add_argument("--sampler", choices=("random", "tpe"), default="random",
+                        help="random: the same candidates in every row; tpe: as a search (10 random start-up trials)")
     parser.add_argument("--buckets", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--space", help=argparse.SUPPRESS)
@@ -134,14 +138,14 @@ def main() -> None:
         for space in args.spaces.split(","):
             for config in configs:
                 if "warm disk cache" in config:  # fill the disk cache with one cold run, not timed as a row
-                    run_config(space, config.replace("warm ", ""), args.candidates, Path(tmp))
-                row = run_config(space, config, args.candidates, Path(tmp))
+                    run_config(space, config.replace("warm ", ""), args.candidates, Path(tmp), args.sampler)
+                row = run_config(space, config, args.candidates, Path(tmp), args.sampler)
                 rows.append(row)
                 print(f"{space:>4} {config:<36} {row['candidates'] / row['wall'] * 60:7.1f} cand/min  "
                       f"wall {row['wall']:6.1f} s  compile {row['compile']:6.1f} s of {row['busy']:6.1f} s busy",
                       flush=True)
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; digits scoring batch of 32; "
-             f"{args.candidates} candidates per space (RandomSampler, seed 0); fresh processes per row.", "",
+             f"{args.candidates} candidates per space ({args.sampler} sampler, seed 0); fresh processes per row.", "",
              "| space | configuration | candidates / min | × vs objective only | compile s | other s | compile share "
              "| score Δ vs objective only |",
              "|---|---|---|---|---|---|---|---|"]

@@ -2,15 +2,16 @@
 
 Every sampled architecture has new shapes, so every candidate used to compile its own programs (seconds on a
 CPU) for a few hundred milliseconds of NTK work. A *padded program* is a family's forward pass at shapes taken
-from a small grid (:class:`BucketGrid`: widths, channels and hidden sizes rounded up, depth rounded up with
-identity-bypassed layers) with the architecture's discrete choices (activation, normalisation, skip
-connections, which layers run) as **runtime data**: ``apply_fn`` objects of candidates in the same bucket
-compare equal, so every ``jax.jit`` keyed on them (the NTK core's) compiles once per bucket.
+from a small grid (:class:`BucketGrid`: widths and hidden sizes rounded up; optionally depth rounded up with
+identity-bypassed layers) with the real units and layers, and optionally menu choices (activation,
+normalisation), as **runtime data**: ``apply_fn`` objects of candidates in the same bucket compare equal, so
+every ``jax.jit`` keyed on them (the NTK core's) compiles once per bucket.
 
 Exactness. The runtime data (0/1 unit masks, layer switches, integer codes stored as floats) live in the
 parameter pytree under ``"runtime"`` and enter the model only through ``jax.lax.stop_gradient``; every
-padded unit's output is multiplied by its 0 mask; bypassed layers and unused branches are skipped with
-``jax.lax.cond``/``jax.lax.switch``; the real parameters are the stand-alone build's own values (same key,
+padded unit's output is multiplied by its 0 mask; bypassed layers are dropped with ``jnp.where`` (a select,
+so the bypassed branch's gradient is 0, never 0·inf) and menu branches chosen with ``jax.lax.switch``; the
+real parameters are the stand-alone build's own values (same key,
 same values: the candidate is built on its own, host-side, which compiles nothing) embedded into zeros.
 Hence for every input
 
