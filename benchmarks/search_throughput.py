@@ -1,6 +1,7 @@
 """Search throughput: candidates scored per minute, and how much of it is XLA compilation.
 
-Each configuration scores the same candidates (Optuna's RandomSampler, seed 0) of a shipped space on the
+Each configuration scores the same candidates (Optuna's RandomSampler, seed 0; ``--sampler tpe``: a TPE search as
+the quickstart's, whose candidates follow the scores) of a shipped space on the
 digits scoring batch, in fresh processes, so nothing compiled earlier is reused unless the configuration says so:
 
 * ``all proxies``: the objective plus every registered proxy recorded (each proxy group compiles its own
@@ -10,6 +11,11 @@ digits scoring batch, in fresh processes, so nothing compiled earlier is reused 
   the first run: identical architectures load their programs from disk instead of compiling.
 * ``objective, 2 workers``: two worker processes share the study through a journal-file storage (the same
   code path as ``ntksearch worker``), one per CPU core.
+* ``objective, buckets``: as ``objective only`` with shape buckets (:mod:`ntksearch.models.buckets`): candidates
+  of one bucket share compiled programs. Every other row scores each candidate on its own (``buckets=None``).
+  Its score values are compared with those of ``objective only`` (the same candidates): the largest relative
+  difference is printed and recorded.
+* ``objective, buckets, warm disk cache``: the bucketed search again with the persistent cache filled by it.
 
 Compile time is XLA's own (the ``backend_compile`` duration events JAX reports); "other" is everything else
 (tracing, running, building models, Optuna). Rates are candidates per minute of wall time, measured in one
@@ -19,6 +25,7 @@ Usage::
 
     python benchmarks/search_throughput.py                 # mlp, cnn, rnn spaces (≈ 15 min on 2 cores)
     python benchmarks/search_throughput.py --spaces mlp --candidates 30
+    python benchmarks/search_throughput.py --spaces mlp,rnn --configs "objective only;objective, buckets"
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ("all proxies", "objective only", "objective, warm disk cache", "objective, 2 workers")
+CONFIGS = ("all proxies", "objective only", "objective, warm disk cache", "objective, 2 workers", "objective, buckets",
+           "objective, buckets, warm disk cache")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -56,27 +64,33 @@ def child(args: argparse.Namespace) -> None:
         lambda event, duration, **_: compile_s.__setitem__(0, compile_s[0] + duration)
         if event.endswith("backend_compile_duration") else None)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    buckets = {} if args.buckets else {"buckets": None}
     objective = ProxyObjective(load_space(ROOT / "search_spaces" / f"{args.space}.yaml"), load_dataset("digits"),
-                               proxies=None if args.record_all else [], seed=0, batch_size=32)
+                               proxies=None if args.record_all else [], seed=0, batch_size=32, **buckets)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(args.journal))
+    sampler = (optuna.samplers.TPESampler(seed=args.sampler_seed, n_startup_trials=10) if args.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=args.sampler_seed))
     study = optuna.create_study(study_name="throughput", storage=storage, load_if_exists=True,
-                                directions=objective.directions,
-                                sampler=optuna.samplers.RandomSampler(seed=args.sampler_seed))
+                                directions=objective.directions, sampler=sampler)
     start = time.perf_counter()
     study.optimize(objective, n_trials=args.candidates)
-    print(json.dumps({"seconds": time.perf_counter() - start, "compile": compile_s[0], "n": args.candidates}))
+    values = {t.number: t.values[0] if t.values else None for t in study.trials}
+    print(json.dumps({"seconds": time.perf_counter() - start, "compile": compile_s[0], "n": args.candidates,
+                      "values": values}))
 
 
-def run_config(space: str, config: str, candidates: int, workdir: Path) -> dict:
+def run_config(space: str, config: str, candidates: int, workdir: Path, sampler: str = "random") -> dict:
     """Run one configuration in fresh processes; returns wall seconds, compile seconds and candidates."""
     cache = workdir / f"cache-{space}"
     journal = workdir / f"{space}-{config.replace(' ', '_').replace(',', '')}.log"
     workers = 2 if "2 workers" in config else 1
-    base = [sys.executable, __file__, "--child", "--space", space, "--journal", str(journal)]
+    base = [sys.executable, __file__, "--child", "--space", space, "--journal", str(journal), "--sampler", sampler]
     if "all proxies" in config:
         base.append("--record-all")
     if "disk cache" in config:
-        base += ["--cache", str(cache)]
+        base += ["--cache", str(cache) + ("-buckets" if "buckets" in config else "")]
+    if "buckets" in config:
+        base.append("--buckets")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if workers > 1:  # one core each: XLA's thread pools would otherwise fight over both cores
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
@@ -87,8 +101,16 @@ def run_config(space: str, config: str, candidates: int, workdir: Path) -> dict:
                               stdout=subprocess.PIPE, text=True) for i, n in enumerate(shares)]
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     wall = time.perf_counter() - start
+    values = {f"{i}:{n}": v for i, o in enumerate(outs) for n, v in o["values"].items()}
     return {"space": space, "config": config, "candidates": candidates, "wall": wall,
-            "compile": sum(o["compile"] for o in outs), "busy": sum(o["seconds"] for o in outs)}
+            "compile": sum(o["compile"] for o in outs), "busy": sum(o["seconds"] for o in outs), "values": values}
+
+
+def largest_difference(row: dict, reference: dict) -> float:
+    """Largest relative difference of the score values of the same candidates in two rows (nan: none shared)."""
+    pairs = [(v, reference["values"][k]) for k, v in row["values"].items()
+             if v is not None and reference["values"].get(k) is not None]
+    return max((abs(a - b) / max(abs(b), 1e-12) for a, b in pairs), default=float("nan"))
 
 
 def main() -> None:
@@ -96,6 +118,10 @@ def main() -> None:
     parser.add_argument("--spaces", default="mlp,cnn,rnn")
     parser.add_argument("--candidates", type=int, default=60)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated configurations to run")
+    parser.add_argument("--sampler", choices=("random", "tpe"), default="random",
+                        help="random: the same candidates in every row; tpe: as a search (10 random start-up trials)")
+    parser.add_argument("--buckets", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--space", help=argparse.SUPPRESS)
     parser.add_argument("--journal", help=argparse.SUPPRESS)
@@ -106,29 +132,31 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    configs = [c for c in CONFIGS if c in args.configs.split(";")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for space in args.spaces.split(","):
-            # fill the disk cache with one cold run that is not timed as a configuration of its own
-            for config in ("objective, cold cache fill", *CONFIGS):
-                if config == "objective, cold cache fill":
-                    run_config(space, "objective, disk cache", args.candidates, Path(tmp))
-                    continue
-                row = run_config(space, config, args.candidates, Path(tmp))
+            for config in configs:
+                if "warm disk cache" in config:  # fill the disk cache with one cold run, not timed as a row
+                    run_config(space, config.replace("warm ", ""), args.candidates, Path(tmp), args.sampler)
+                row = run_config(space, config, args.candidates, Path(tmp), args.sampler)
                 rows.append(row)
-                print(f"{space:>4} {config:<28} {row['candidates'] / row['wall'] * 60:7.1f} cand/min  "
+                print(f"{space:>4} {config:<36} {row['candidates'] / row['wall'] * 60:7.1f} cand/min  "
                       f"wall {row['wall']:6.1f} s  compile {row['compile']:6.1f} s of {row['busy']:6.1f} s busy",
                       flush=True)
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; digits scoring batch of 32; "
-             f"{args.candidates} candidates per space (RandomSampler, seed 0); fresh processes per row.", "",
-             "| space | configuration | candidates / min | × vs all proxies | compile s | other s | compile share |",
-             "|---|---|---|---|---|---|---|"]
+             f"{args.candidates} candidates per space ({args.sampler} sampler, seed 0); fresh processes per row.", "",
+             "| space | configuration | candidates / min | × vs objective only | compile s | other s | compile share "
+             "| score Δ vs objective only |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        base = next(r for r in rows if r["space"] == row["space"] and r["config"] == "all proxies")
+        base = next((r for r in rows if r["space"] == row["space"] and r["config"] == "objective only"), None)
         rate = row["candidates"] / row["wall"] * 60
         other = row["busy"] - row["compile"]
-        lines.append(f"| {row['space']} | {row['config']} | {rate:.1f} | {base['wall'] / row['wall']:.2f} | "
-                     f"{row['compile']:.1f} | {other:.1f} | {row['compile'] / row['busy']:.0%} |")
+        speed = f"{base['wall'] / row['wall']:.2f}" if base else "–"
+        delta = f"{largest_difference(row, base):.1e}" if base else "–"
+        lines.append(f"| {row['space']} | {row['config']} | {rate:.1f} | {speed} | {row['compile']:.1f} | "
+                     f"{other:.1f} | {row['compile'] / row['busy']:.0%} | {delta} |")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     Path(args.out).mkdir(parents=True, exist_ok=True)

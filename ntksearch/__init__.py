@@ -9,7 +9,8 @@ The public API, by layer (see ``docs/architecture.md``):
   :class:`LinearisedOptions`, :func:`score`, :data:`DEFAULT_SCORE`, :func:`az_nas_rank_score` (AZ-NAS's
   aggregate over a population).
 * Spaces and models: :func:`load_space`, :class:`SearchSpace`, :class:`Point`, :func:`build_model`,
-  :class:`BuiltModel`, :data:`FAMILIES`, :func:`count_flops`, :func:`nb201_arch_string`.
+  :class:`BuiltModel`, :data:`FAMILIES`, :func:`count_flops`, :func:`nb201_arch_string`, shape buckets
+  (:class:`BucketGrid`, :func:`bucket_candidate`: one compiled program for many candidates).
 * Data and training: :func:`load_dataset`, :class:`Dataset`, :func:`scoring_batch`, :class:`TrainHParams`,
   :func:`train_model`, :func:`stable_learning_rate`.
 * Search and reports (Optuna; imported on first use so the core stays light): :class:`ProxyObjective`,
@@ -22,7 +23,16 @@ from importlib import metadata as _metadata
 from typing import Any
 
 from ntksearch.data import DATASETS, Dataset, DatasetNotFoundError, load_dataset, scoring_batch
-from ntksearch.models import FAMILIES, BuiltModel, build_model, count_flops, nb201_arch_string, nb201_edges
+from ntksearch.models import (
+    FAMILIES,
+    BucketGrid,
+    BuiltModel,
+    bucket_candidate,
+    build_model,
+    count_flops,
+    nb201_arch_string,
+    nb201_edges,
+)
 from ntksearch.ntk import (
     Estimate,
     ExactNTKStats,
@@ -77,6 +87,7 @@ __all__ = [
     "DEFAULT_SCORE",
     "FAMILIES",
     "PROXIES",
+    "BucketGrid",
     "BuiltModel",
     "ConfigError",
     "Dataset",
@@ -98,6 +109,7 @@ __all__ = [
     "TrainResult",
     "__version__",
     "az_nas_rank_score",
+    "bucket_candidate",
     "build_model",
     "compute_proxies",
     "confirm_candidates",

@@ -31,7 +31,8 @@ __all__: list[str] = []
 
 def size_group(inputs: ProxyInputs, done: Mapping[str, ProxyValue]) -> dict[str, ProxyValue]:
     del done
-    n_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(inputs.params))
+    n_params = inputs.n_params if inputs.n_params is not None else sum(
+        int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(inputs.params))
     flops = inputs.flops if inputs.flops is not None else count_flops(inputs.apply_fn, inputs.params, inputs.x[:1])
     return {"n_params": ProxyValue(float(n_params)), "flops": ProxyValue(float(flops))}
 

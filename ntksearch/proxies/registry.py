@@ -114,6 +114,8 @@ class ProxyInputs:
       probe_fn: ``(params, x, taps) -> Probe(logits, features, blocks)`` (:class:`ntksearch.models.base.ProbeFn`):
         block outputs and additive taps, for proxies that need gradients with respect to activations.
       flops: counted forward FLOPs of one example, if known.
+      n_params: the candidate's parameter count, when it is not the size of ``params`` (a candidate padded into
+        a bucket, :mod:`ntksearch.models.buckets`); None: counted from ``params``.
       ntk: estimation options for the NTK proxies.
       x_val, y_val: a held-out batch (M, ...) with integer labels (M,) or one-hot (M, C), for the linearised
         network's held-out loss and accuracy.
@@ -133,6 +135,7 @@ class ProxyInputs:
     x_val: Array | None = None
     y_val: Array | None = None
     linearised: LinearisedOptions = field(default_factory=LinearisedOptions)
+    n_params: int | None = None
 
     @classmethod
     def from_model(cls, model: Any, x: Array, y: Array, *, key: Array, ntk: NTKOptions | None = None,

@@ -44,10 +44,20 @@ import optuna
 
 from ntksearch.data import Dataset, scoring_batch
 from ntksearch.models import BuiltModel, nb201_arch_string
+from ntksearch.models.buckets import DEFAULT_GRID, BucketGrid
 from ntksearch.ntk import NonFiniteModelError
-from ntksearch.proxies import PROXIES, LinearisedOptions, NTKOptions, ProxyInputs, ProxyValue, compute_proxies
+from ntksearch.proxies import (
+    PROXIES,
+    LinearisedOptions,
+    NTKOptions,
+    ProxyInputs,
+    ProxyResult,
+    ProxyValue,
+    compute_proxies,
+)
 from ntksearch.proxies.linearised import options_for_training
 from ntksearch.search import attrs
+from ntksearch.search.bucketed import plan_scoring
 from ntksearch.search.objectives import Objective, as_objective
 from ntksearch.spaces import Point, SearchSpace
 
@@ -134,9 +144,15 @@ class ProxyObjective:
         process; beyond it ``jax.clear_caches()`` drops them all. XLA:CPU maps memory for every compiled
         program and never unmaps it while it is cached: a process scoring a few hundred new architectures
         otherwise exhausts the kernel's limit on memory maps (65,530) and crashes inside the compiler.
+      buckets: the shape grid candidates are padded to (:mod:`ntksearch.models.buckets`), so that candidates
+        of one bucket share compiled programs; the proxies that are exact on a padded program run there, the
+        others on the candidate itself (:mod:`ntksearch.search.bucketed`). A bucket's first candidate is scored
+        on its own, later ones in the bucket's program. None: every candidate on its own. Scores agree with
+        and without buckets up to float rounding.
 
     Attributes:
       directions: Optuna directions, for ``optuna.create_study(directions=...)``.
+      bucketed_candidates: how many candidates were scored in their bucket's padded program.
       objective: the parsed :class:`~ntksearch.search.objectives.Objective`.
       x, y: the scoring batch. x_val, y_val: the held-out batch (one-hot), or None.
     """
@@ -145,8 +161,11 @@ class ProxyObjective:
                  proxies: Iterable[str] | None = (), objective: Any = None, seed: int = 0,
                  ntk: NTKOptions | None = None, linearised: LinearisedOptions | None = None,
                  train_size: int | None = None, epochs: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_cached_architectures: int = 32):
+                 max_cached_architectures: int = 32, buckets: BucketGrid | None = DEFAULT_GRID):
         self.space = space
+        self.buckets = buckets
+        self._buckets_met: set[Any] = set()
+        self.bucketed_candidates = 0
         self.max_cached_architectures = max_cached_architectures
         self._cached: set[Any] = set()
         self.objective: Objective = as_objective(objective)
@@ -207,11 +226,10 @@ class ProxyObjective:
             return Evaluation(point, None, {}, {"build": time.perf_counter() - start}, None,
                               f"build failed: {exc}")
         seconds = {"build": time.perf_counter() - start}
-        self._track_compiled(built.apply_fn)
         inputs = ProxyInputs.from_model(built, self.x, self.y, key=keys.proxies, ntk=self.ntk, x_val=self.x_val,
                                         y_val=self.y_val, linearised=self.linearised_options(point))
         try:
-            result = compute_proxies(self.proxy_names(inputs), inputs)
+            result = self._compute(built, inputs)
         except NonFiniteModelError as exc:
             return Evaluation(point, built, {}, seconds, None, f"non-finite model: {exc}")
         seconds.update(result.seconds)
@@ -224,6 +242,21 @@ class ProxyObjective:
                 f" (proxies {', '.join(inputs_bad)})" if inputs_bad else "")
             return Evaluation(point, built, result.values, seconds, None, reason)
         return Evaluation(point, built, result.values, seconds, values)
+
+    def _compute(self, built: BuiltModel, inputs: ProxyInputs) -> ProxyResult:
+        """The candidate's proxies, in its bucket where exact (:func:`~ntksearch.search.bucketed.plan_scoring`)."""
+        names = self.proxy_names(inputs)
+        values: dict[str, ProxyValue] = {}
+        seconds: dict[str, float] = {}
+        plan = plan_scoring(names, inputs, built, self.buckets, met=self._buckets_met)
+        self.bucketed_candidates += plan[0][1] is not inputs
+        for part_names, part_inputs in plan:
+            self._track_compiled(part_inputs.apply_fn)
+            part = compute_proxies(part_names, part_inputs)
+            values.update(part.values)
+            for group, s in part.seconds.items():
+                seconds[group] = seconds.get(group, 0.0) + s
+        return ProxyResult({name: values[name] for name in names}, seconds)
 
     def _track_compiled(self, architecture: Any) -> None:
         """Drop every compiled program once more than ``max_cached_architectures`` architectures were seen."""
