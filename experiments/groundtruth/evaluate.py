@@ -150,7 +150,7 @@ def default_section(name: str, default: LinearScore | TieBrokenScore, winner: se
              "default / n_params | ρ in top 10% default / n_params |", "|---|---|---|---|---|---|---|---|---|"]
     for task, test in frames.items():
         if isinstance(default, TieBrokenScore):
-            x = np.array([default({p: row[p] for p in default.proxies}) for _, row in test.iterrows()])
+            x = np.array([default({p: row.get(p, np.nan) for p in default.proxies}) for _, row in test.iterrows()])
         else:
             x = selection.candidate_scores(winner, [f for t, f in frames.items() if t != task], test)
         keep = selection.held_out_rows(x, test)

@@ -19,7 +19,7 @@ from ntksearch.proxies.registry import (
     non_finite,
     register_group,
 )
-from ntksearch.proxies.score import DEFAULT_SCORE, LinearScore, ScoreTerm, fit_linear_score, score
+from ntksearch.proxies.score import DEFAULT_SCORE, LinearScore, ScoreTerm, TieBrokenScore, fit_linear_score, score
 
 __all__ = [
     "AZ_NAS_TERMS",
@@ -34,6 +34,7 @@ __all__ = [
     "ProxyResult",
     "ProxyValue",
     "ScoreTerm",
+    "TieBrokenScore",
     "az_nas_rank_score",
     "compute_proxies",
     "fit_linear_score",

@@ -6,7 +6,8 @@ other trials, so Optuna's samplers can model it and values from different runs c
 * :class:`ProxyTarget`: one proxy, maximised or minimised (default: the registry ``sign``);
 * :class:`WeightedLog`: ``Σᵢ wᵢ · signᵢ · log(proxyᵢ)`` with positive weights wᵢ and the registry signs,
   maximised: a weighted geometric mean of the proxies oriented so that larger means better;
-* :class:`ScoreTarget`: a fixed :class:`~ntksearch.proxies.LinearScore`, by default
+* :class:`ScoreTarget`: a fixed score (:class:`~ntksearch.proxies.LinearScore` or a size-anchored
+  :class:`~ntksearch.proxies.score.TieBrokenScore`), by default
   :data:`ntksearch.proxies.DEFAULT_SCORE`, maximised.
 
 Rank aggregation (the mean of per-proxy ranks) is deliberately *not* offered as an online target: a trial's
@@ -28,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ntksearch.proxies import DEFAULT_SCORE, PROXIES, LinearScore
+from ntksearch.proxies import DEFAULT_SCORE, PROXIES, LinearScore, TieBrokenScore
 from ntksearch.validation import ConfigError, Node
 
 __all__ = [
@@ -108,7 +109,7 @@ class WeightedLog:
 class ScoreTarget:
     """A fixed linear score of transformed proxies (higher is better)."""
 
-    score: LinearScore = DEFAULT_SCORE
+    score: LinearScore | TieBrokenScore = DEFAULT_SCORE
 
     name = "default_score"
     direction = "maximize"

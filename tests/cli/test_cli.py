@@ -189,7 +189,7 @@ def test_run_leaderboard_and_score(tmp_path: Path, capsys) -> None:
     trial = study.trials[1]
     assert main(["score", str(config), "--trial", "1"]) == 0
     out = capsys.readouterr().out
-    assert f"default score {trial.value:.6g}" in out and "ntk_effective_rank" in out
+    assert f"default score {trial.value:.6g}" in out and "ntk_complexity" in out
     assert main(["score", str(config), "--params", json.dumps(trial.params)]) == 0
     assert "default score" in capsys.readouterr().out
     assert main(["score", str(config), "--params", "{not json"]) == 2
