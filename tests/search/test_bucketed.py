@@ -11,6 +11,7 @@ import pytest
 
 from ntksearch.data import load_dataset
 from ntksearch.models.buckets import DEFAULT_GRID
+from ntksearch.proxies import DEFAULT_SCORE
 from ntksearch.report.leaderboard import leaderboard_frame
 from ntksearch.search import ProxyObjective
 from ntksearch.spaces import load_space
@@ -51,7 +52,7 @@ def test_leaderboards_agree_with_and_without_buckets(tmp_path: Path, digits) -> 
     columns = [c for c in with_buckets.columns if not c.startswith("seconds") and c != "duration_s"]
     numbers = [c for c in columns if pd.api.types.is_float_dtype(with_buckets[c])]
     others = [c for c in columns if c not in numbers]
-    assert {"rank", "arch", "trial", "ntk_trace", "zico", "grad_norm"} <= set(columns)
+    assert {"rank", "arch", "trial", "zico", "grad_norm", *DEFAULT_SCORE.proxies} <= set(columns)
     pd.testing.assert_frame_equal(with_buckets[others], without[others])
     np.testing.assert_allclose(with_buckets[numbers].to_numpy(float), without[numbers].to_numpy(float),
                                rtol=1e-4, atol=1e-6)
