@@ -222,7 +222,7 @@ def coverage_section(frames: dict[str, pd.DataFrame], folder: Path) -> list[str]
         path = folder / f"{task}.csv"
         trained = 0
         if path.exists():
-            gt = tables._read(path)
+            gt = tables.read_table(path)
             trained = int((gt.groupby(tables.KEYS).seed.nunique() == gt.seed.nunique()).sum()) if len(gt) else 0
         frame = frames.get(task)
         scored = 0 if frame is None else len(frame)

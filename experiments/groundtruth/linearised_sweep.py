@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, out: Path) -> None:
 def report(task: str, out: Path) -> str:
     """The markdown summary of the sweep (module docstring)."""
     sweep = pd.read_csv(out)
-    gt = tables._read(tables.HERE / f"{task}.csv")
+    gt = tables.read_table(tables.HERE / f"{task}.csv")
     acc = gt.groupby("arch_id").agg(test=("test_accuracy", "mean"), val=("val_accuracy", "mean"),
                                     n_params=("n_params", "first")).reset_index()
     frame = sweep.merge(acc, on="arch_id")

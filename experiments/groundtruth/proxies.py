@@ -37,6 +37,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build import TASKS, _dataset, recipe, sample_architectures, variant_name
+from tables import PROXY_TABLES, read_table
 
 from ntksearch.data import scoring_batch
 from ntksearch.models import build_model
@@ -45,7 +46,6 @@ from ntksearch.proxies.linearised import options_for_training
 
 NTK = NTKOptions(method="hutch++", rtol=0.01, max_matvecs=1024, sketch_size=48, lanczos_iters=30)
 SCORING_BATCH, VAL_BATCH = 64, 256
-PROXY_TABLE_OF = {"fashion_mnist_sgd": "fashion_mnist"}  # retrains another task's architectures (tables.py)
 HERE = Path(__file__).resolve().parent
 LINEARISED_GROUP = "linearised"  # the only proxies that read a variant's learning rate
 
@@ -100,6 +100,12 @@ def score_unit(unit: dict[str, Any], names: list[str], dataset: Any, batches: di
     return row
 
 
+def _proxy_of(column: str) -> str | None:
+    """The proxy a value or ``_stderr`` column holds, or None for other columns."""
+    name = column.removesuffix("_stderr")
+    return name if name in PROXIES else None
+
+
 def _missing(frame: pd.DataFrame, key: tuple[str, str]) -> list[str]:
     if key not in frame.index:
         return list(PROXIES)
@@ -109,7 +115,7 @@ def _missing(frame: pd.DataFrame, key: tuple[str, str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--task", choices=sorted(set(TASKS) - set(PROXY_TABLE_OF)), required=True)
+    parser.add_argument("--task", choices=sorted(set(TASKS) - set(PROXY_TABLES)), required=True)
     parser.add_argument("--out", type=Path, help="default: proxies_<task>.csv next to this file")
     parser.add_argument("--limit", type=int, help="score at most this many units in this run")
     parser.add_argument("--first", type=int, help="only the first FIRST architectures of each family")
@@ -120,24 +126,24 @@ def main(argv: list[str] | None = None) -> int:
     x, y = scoring_batch(dataset, SCORING_BATCH, seed=0)
     x_val, y_val = scoring_batch(dataset, VAL_BATCH, seed=0, split="val")
     batches = {"x": jnp.asarray(x), "y": jnp.asarray(y), "x_val": jnp.asarray(x_val), "y_val": jnp.asarray(y_val)}
-    frame = pd.read_csv(out, keep_default_na=False, na_values=[""]) if out.exists() else pd.DataFrame()
+    frame = read_table(out, drop_errors=False) if out.exists() else pd.DataFrame()
     if not frame.empty:
-        frame["variant"] = frame.get("variant", pd.Series("", index=frame.index)).fillna("")
         frame = frame.set_index(["arch_id", "variant"], drop=False)
     todo = [(u, m) for u in units(args.task, args.first) if (m := _missing(frame, (u["arch_id"], u["variant"])))]
     todo = todo[: args.limit] if args.limit is not None else todo
     print(f"{args.task}: {len(todo)} units with missing proxies", flush=True)
     start = time.perf_counter()
-    at_init: dict[str, dict[str, Any]] = {}  # proxies that see only the initialisation, by arch and init scale
+    # the previous unit's initialisation (architecture with init scale) and its proxies that see nothing else:
+    # variants differing only in the learning rate reuse them
+    last_init, at_init = "", {}
     for i, (unit, names) in enumerate(todo, 1):
         options = linearised_options(args.task, unit, dataset.n_classes, len(dataset.y_train))
         init = json.dumps(unit["arch"], sort_keys=True)
-        shared = {k: v for k, v in at_init.get(init, {}).items() if k.split("_stderr")[0] in names}
-        row = score_unit(unit, [n for n in names if n not in shared], dataset, batches, options)
-        row = {**shared, **row}
-        if init not in at_init:
-            at_init = {init: {k: v for k, v in row.items() if k.split("_stderr")[0] in PROXIES
-                              and PROXIES[k.split("_stderr")[0]].group != LINEARISED_GROUP}}
+        shared = {k: v for k, v in at_init.items() if _proxy_of(k) in names} if init == last_init else {}
+        row = {**shared, **score_unit(unit, [n for n in names if n not in shared], dataset, batches, options)}
+        if init != last_init:
+            last_init, at_init = init, {k: v for k, v in row.items()
+                                        if (p := _proxy_of(k)) and PROXIES[p].group != LINEARISED_GROUP}
         base = {"dataset": dataset.name, "family": unit["family"], "arch_id": unit["arch_id"],
                 "variant": unit["variant"]}
         new = pd.DataFrame([{**base, **row}]).set_index(["arch_id", "variant"], drop=False)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-__all__ = ["HERE", "PROXY_TABLES", "TASKS", "load_task", "noise_ceiling"]
+__all__ = ["HERE", "PROXY_TABLES", "TASKS", "load_task", "noise_ceiling", "read_table"]
 
 HERE = Path(__file__).resolve().parent
 TASKS = ("fashion_mnist", "digits", "fashion_mnist_sgd", "adding", "nb201_fashion_mnist", "digits_hp")
@@ -26,7 +26,9 @@ PROXY_TABLES = {"fashion_mnist_sgd": "fashion_mnist"}  # same architectures, sam
 KEYS = ["arch_id", "variant"]
 
 
-def _read(path: Path, *, drop_errors: bool = True) -> pd.DataFrame:
+def read_table(path: Path, *, drop_errors: bool = True) -> pd.DataFrame:
+    """A ground-truth or proxy CSV with ``variant`` as text ("" for architecture tables); ``drop_errors``
+    leaves out rows whose ``error`` is set."""
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""], low_memory=False)
     if "variant" not in frame:
         frame["variant"] = ""
@@ -39,12 +41,12 @@ def load_task(task: str, folder: Path = HERE) -> pd.DataFrame | None:
     gt_path, px_path = folder / f"{task}.csv", folder / f"proxies_{PROXY_TABLES.get(task, task)}.csv"
     if not (gt_path.exists() and px_path.exists()):
         return None
-    gt = _read(gt_path)
+    gt = read_table(gt_path)
     acc = gt.groupby(KEYS).agg(accuracy=("test_accuracy", "mean"), val_accuracy=("val_accuracy", "mean"),
                                seeds=("seed", "nunique"), family=("family", "first")).reset_index()
     # a proxy row's error names the proxy groups that failed; its other proxies stand (RULE.md: a missing
     # proxy leaves the row out for that proxy only)
-    px = _read(px_path, drop_errors=False).drop(columns=["family", "dataset", "error", "seconds"], errors="ignore")
+    px = read_table(px_path, drop_errors=False).drop(columns=["family", "dataset", "error", "seconds"], errors="ignore")
     if not (px["variant"] != "").any():  # architecture-level proxies serve every variant
         px = px.drop(columns="variant")
     frame = acc.merge(px, on=[k for k in KEYS if k in px], how="inner")
@@ -54,7 +56,7 @@ def load_task(task: str, folder: Path = HERE) -> pd.DataFrame | None:
 
 def noise_ceiling(task: str, folder: Path = HERE) -> dict[str, float]:
     """Spearman ρ between the test accuracies of seeds 0 and 1, over all units and per family."""
-    gt = _read(folder / f"{task}.csv")
+    gt = read_table(folder / f"{task}.csv")
     wide = gt.pivot_table(index=[*KEYS, "family"], columns="seed", values="test_accuracy").dropna()
     if wide.shape[1] < 2:
         return {}

@@ -284,10 +284,11 @@ def _scoring(node: Node | None) -> ScoringSpec:
         if batch_size < MIN_SCORING_BATCH:
             raise node["batch_size"].error(f"{batch_size} is below the minimum {MIN_SCORING_BATCH}: the centred "
                                            "label alignment of one example is undefined (its centred label is 0)")
-    ntk = parse_settings(node.get("ntk"), NTKOptions)
-    if "ntk" in keys and ({"max_matvecs", "method", "sketch_size"} & set(node["ntk"].value)):
-        budget_key = next(k for k in ("max_matvecs", "method", "sketch_size") if k in node["ntk"].value)
-        _check_ntk_budget(node["ntk"][budget_key], ntk)
+    ntk_node = node.get("ntk")
+    ntk = parse_settings(ntk_node, NTKOptions)
+    given = [k for k in ("max_matvecs", "method", "sketch_size") if ntk_node is not None and k in ntk_node]
+    if given:  # the error points at the first budget key the config sets
+        _check_ntk_budget(ntk_node[given[0]], ntk)
     return ScoringSpec(batch_size, ntk, parse_settings(node.get("linearised"), LinearisedOptions))
 
 
