@@ -25,6 +25,9 @@ O(q·m·D) host flops for q ≈ budget/6 deflation directions and m probes in a 
 their cost grows quadratically with the budget). Relative errors are
 |estimate − exact| / exact.
 
+Every timing here is of warm programs compiled with XLA's default optimisation (``fast_compile=False``; the
+level-0 programs a search compiles by default run 2–10× longer, :mod:`ntksearch.ntk.compile`).
+
 **Side by side with neural-tangents.** ntksearch's ``ntk_metrics(..., rtol=0.01)`` (``method="auto"``, the
 default budget; warm median over ``--seeds`` keys) against neural-tangents' three exact implementations
 (JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS, STRUCTURED_DERIVATIVES), each with ``trace_axes=()`` (the full
@@ -211,7 +214,8 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     big = 2 * min(op.n, op.p) + 8
     for _ in range(2):  # the first call compiles; time the second
         start = time.perf_counter()
-        exact = ntk_metrics(apply_fn, params, x, y, key=jax.random.PRNGKey(0), method="exact", max_matvecs=big)
+        exact = ntk_metrics(apply_fn, params, x, y, key=jax.random.PRNGKey(0), method="exact", max_matvecs=big,
+                            fast_compile=False)
     t_exact = time.perf_counter() - start
     ref = {q: e.value for q, e in exact.items()}
     print(
@@ -234,7 +238,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     rows = []
     for method in args.methods:
         for budget in args.budgets:
-            kw = dict(method=method, rtol=0.0, max_matvecs=budget)
+            kw = dict(method=method, rtol=0.0, max_matvecs=budget, fast_compile=False)
             try:
                 ntk_metrics(apply_fn, params, x, y, key=jax.random.PRNGKey(10_000), **kw)  # compile
             except ValueError as exc:  # budget below the method's minimum
@@ -285,7 +289,8 @@ def time_side_by_side(name: str, apply_fn: Callable, params: object, x: jax.Arra
     times = []
     for seed in range(-1, args.seeds):  # seed -1 compiles
         start = time.perf_counter()
-        est = ntk_metrics(apply_fn, params, x, y, key=jax.random.PRNGKey(10_000 + seed), rtol=0.01)
+        est = ntk_metrics(apply_fn, params, x, y, key=jax.random.PRNGKey(10_000 + seed), rtol=0.01,
+                          fast_compile=False)
         times.append(time.perf_counter() - start)
     rtol = {"time": float(np.median(times[1:])), "method": est["trace"].method, "matvecs": est["trace"].matvecs,
             "err_trace": abs(est["trace"].value - ref["trace"]) / ref["trace"]}

@@ -7,6 +7,8 @@ digits scoring batch, in fresh processes, so nothing compiled earlier is reused 
 * ``all proxies``: the objective plus every registered proxy recorded (each proxy group compiles its own
   programs per new architecture); one process. What a search recording everything costs.
 * ``objective only``: only the default score's proxies (one NTK estimate); one process.
+* ``objective, optimised compile``: as above with the NTK programs compiled at XLA's default optimisation
+  instead of level 0 (``fast_compile: false``, :mod:`ntksearch.ntk.compile`): what compiling fast gains.
 * ``objective, warm disk cache``: as above, run a second time with JAX's persistent compilation cache filled by
   the first run: identical architectures load their programs from disk instead of compiling.
 * ``objective, 2 workers``: two worker processes share the study through a journal-file storage (the same
@@ -41,8 +43,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ("all proxies", "objective only", "objective, warm disk cache", "objective, 2 workers", "objective, buckets",
-           "objective, buckets, warm disk cache")
+CONFIGS = ("all proxies", "objective only", "objective, optimised compile", "objective, warm disk cache",
+           "objective, 2 workers", "objective, buckets", "objective, buckets, warm disk cache")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -52,6 +54,7 @@ def child(args: argparse.Namespace) -> None:
     from jax._src import monitoring
 
     from ntksearch.data import load_dataset
+    from ntksearch.proxies import LinearisedOptions, NTKOptions
     from ntksearch.search import ProxyObjective
     from ntksearch.spaces import load_space
 
@@ -65,8 +68,11 @@ def child(args: argparse.Namespace) -> None:
         if event.endswith("backend_compile_duration") else None)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     buckets = {} if args.buckets else {"buckets": None}
+    fast = not args.optimised_compile
     objective = ProxyObjective(load_space(ROOT / "search_spaces" / f"{args.space}.yaml"), load_dataset("digits"),
-                               proxies=None if args.record_all else [], seed=0, batch_size=32, **buckets)
+                               proxies=None if args.record_all else [], seed=0, batch_size=32,
+                               ntk=NTKOptions(fast_compile=fast), linearised=LinearisedOptions(fast_compile=fast),
+                               **buckets)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(args.journal))
     sampler = (optuna.samplers.TPESampler(seed=args.sampler_seed, n_startup_trials=10) if args.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=args.sampler_seed))
@@ -91,6 +97,8 @@ def run_config(space: str, config: str, candidates: int, workdir: Path, sampler:
         base += ["--cache", str(cache) + ("-buckets" if "buckets" in config else "")]
     if "buckets" in config:
         base.append("--buckets")
+    if "optimised compile" in config:
+        base.append("--optimised-compile")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if workers > 1:  # one core each: XLA's thread pools would otherwise fight over both cores
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
@@ -127,6 +135,7 @@ def main() -> None:
     parser.add_argument("--journal", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--record-all", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--optimised-compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sampler-seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

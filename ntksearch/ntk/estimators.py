@@ -394,6 +394,7 @@ def ntk_metrics(
     sketch_size: int | None = None,
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
+    fast_compile: bool = True,
 ) -> dict[str, Estimate]:
     """Estimate NTK quantities of ``apply_fn`` at ``(params, x)`` without forming J or K.
 
@@ -414,6 +415,9 @@ def ntk_metrics(
       devices: devices to split every block of probes over (default: all local devices of the default
         backend; one device means no splitting). Results do not depend on the number of devices beyond
         floating-point summation order.
+      fast_compile: compile the product kernel at XLA's level 0 (:mod:`ntksearch.ntk.compile`): about half the
+        compile time of a new model, its products run 2–10× longer; false when one model is estimated many
+        times or with thousands of products.
 
     Returns:
       ``{"trace", "frobenius", "effective_rank"}`` and, when y is given, ``"label_alignment"`` and
@@ -433,12 +437,12 @@ def ntk_metrics(
     wanted = _requested(quantities, y is not None)
     n_labels = 2 if any(q.startswith("label") for q in wanted) else 0
     mesh = probe_mesh(devices)
-    point = dense_point(apply_fn, params, x, mesh)
+    point = dense_point(apply_fn, params, x, mesh, fast_compile=fast_compile)
     plan = plan_estimate(method, op.n, op.p, max_matvecs=max_matvecs, wanted=wanted, n_labels=n_labels,
                          min_blocks=min_blocks, sketch_size=sketch_size, block_size=block_size, mesh=mesh,
                          dense=point is not None)
     kernel = ProbeKernel(apply_fn, params, x, side=plan.side, block_size=plan.block_size, dim=plan.dim, mesh=mesh,
-                         point=point)
+                         point=point, fast_compile=fast_compile)
     with threadpool_limits(1, user_api="blas"):  # small host matrices; threaded BLAS beside XLA only thrashes
         return _estimate(op, kernel, plan, y, key, rtol)
 

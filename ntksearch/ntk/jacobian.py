@@ -26,7 +26,6 @@ products.
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 import jax
@@ -35,6 +34,7 @@ import numpy as np
 from jax.extend.core import jaxprs_in_params
 from jax.flatten_util import ravel_pytree
 
+from ntksearch.ntk.compile import jitted
 from ntksearch.ntk.conv_grads import with_patch_conv_grads
 from ntksearch.ntk.operator import ApplyFn, Array, Params, flat_model
 
@@ -75,8 +75,7 @@ def dense_jacobian_pays(apply_fn: ApplyFn, params: Params, x: Array) -> bool:
     return out.ndim > 0 and out.shape[0] == jnp.shape(x)[0] and n * p <= DENSE_MAX_ENTRIES and 2.0 * n * p <= flops
 
 
-@partial(jax.jit, static_argnums=0)
-def per_example_jacobian(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[Array, Array]:
+def _per_example_jacobian(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[Array, Array]:
     """(z, J): the flattened output (n,) and the Jacobian (n, p), row b·O + o = ∂f(θ, x_b)_o / ∂θ, by O VJPs per
     example on that example alone (vmapped over examples and outputs; convolution weight gradients as patch
     products, :mod:`ntksearch.ntk.conv_grads`). Valid only for models whose examples do not interact (checked
@@ -92,7 +91,6 @@ def per_example_jacobian(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[A
     return z.reshape(-1), jac.reshape(-1, theta.shape[0])
 
 
-@partial(jax.jit, static_argnums=0)
 def _batch_mismatch(apply_fn: ApplyFn, params: Params, x: Array, z: Array, jac: Array, w: Array) -> Array:
     """(2,) relative differences ‖z_batch − z‖/‖z_batch‖ and ‖J_batch w − J w‖/‖J_batch w‖ (0 when both are 0)."""
     f, theta = flat_model(apply_fn, params, x)
@@ -106,17 +104,23 @@ def _batch_mismatch(apply_fn: ApplyFn, params: Params, x: Array, z: Array, jac: 
     return jnp.stack([rel(z_batch, z), rel(jw_batch, jac @ w.astype(jac.dtype))])
 
 
-def dense_jacobian(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[Array, Array] | None:
+per_example_jacobian = jitted(_per_example_jacobian, fast=False, static_argnames=("apply_fn",))
+
+
+def dense_jacobian(apply_fn: ApplyFn, params: Params, x: Array, *, fast_compile: bool = False
+                   ) -> tuple[Array, Array] | None:
     """(z, J) from :func:`per_example_jacobian` when the model evaluates one example at a time and its examples
     do not interact at this point (one whole-batch JVP in a fixed Gaussian direction agrees to √ε); else None.
 
-    A model that cannot run on a batch of one (a hard-coded batch size) also gives None.
+    A model that cannot run on a batch of one (a hard-coded batch size) also gives None. ``fast_compile``:
+    compile at XLA's level 0 (:mod:`ntksearch.ntk.compile`).
     """
     try:
-        z, jac = per_example_jacobian(apply_fn, params, x)
+        z, jac = jitted(_per_example_jacobian, fast=fast_compile, static_argnames=("apply_fn",))(apply_fn, params, x)
     except (TypeError, ValueError):  # shape errors from tracing the model on a batch of one
         return None
     w = np.random.default_rng(0).standard_normal(jac.shape[1])
     tol = float(np.sqrt(np.finfo(jac.dtype).eps))
-    mismatch = np.asarray(_batch_mismatch(apply_fn, params, x, z, jac, jnp.asarray(w)))
+    mismatch = np.asarray(jitted(_batch_mismatch, fast=fast_compile, static_argnames=("apply_fn",))(
+        apply_fn, params, x, z, jac, jnp.asarray(w)))
     return (z, jac) if bool(np.all(mismatch <= tol)) else None

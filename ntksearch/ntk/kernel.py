@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ntksearch.ntk.compile import jitted
 from ntksearch.ntk.jacobian import dense_jacobian, dense_jacobian_pays
 from ntksearch.ntk.operator import ApplyFn, Array, Params, linearize
 
@@ -106,9 +107,8 @@ def _on_devices(fn, rows: Array, mesh: Mesh | None) -> Array:
     return fn(padded)[: rows.shape[0]]
 
 
-@partial(jax.jit, static_argnames=("apply_fn", "side", "adjoint", "mesh"))
-def probe_products(apply_fn: ApplyFn, params: Params, x: Array, z: Array, *, side: str, adjoint: bool,
-                   mesh: Mesh | None = None) -> ProbeProducts:
+def _probe_products(apply_fn: ApplyFn, params: Params, x: Array, z: Array, *, side: str, adjoint: bool,
+                    mesh: Mesh | None = None) -> ProbeProducts:
     """All Jacobian products one estimator step needs, for a block of probe rows z (b, d).
 
     One forward pass (linearisation), b passes of the side's mode, and b of the other mode when ``adjoint``;
@@ -123,8 +123,7 @@ def probe_products(apply_fn: ApplyFn, params: Params, x: Array, z: Array, *, sid
     return _products(img, adj, lin.z)
 
 
-@partial(jax.jit, static_argnames=("side", "adjoint"))
-def dense_probe_products(jac: Array, outputs: Array, z: Array, *, side: str, adjoint: bool) -> ProbeProducts:
+def _dense_probe_products(jac: Array, outputs: Array, z: Array, *, side: str, adjoint: bool) -> ProbeProducts:
     """:func:`probe_products` through a dense Jacobian ``jac`` (n, p) at the point whose output is ``outputs``
     (n,): images z J (``"state"``) or z Jᵀ (``"param"``), adjoint images by the transposed product; 2·b·n·p
     flops each. Pure and jit-compiled; keyed on side, adjoint and shapes."""
@@ -134,13 +133,20 @@ def dense_probe_products(jac: Array, outputs: Array, z: Array, *, side: str, adj
     return _products(img, adj, outputs)
 
 
-@partial(jax.jit, static_argnames=("side", "square"))
-def gram_norms(jac: Array, *, side: str, square: bool) -> Array:
+def _gram_norms(jac: Array, *, side: str, square: bool) -> Array:
     """(2,) ‖J‖_F and, when ``square``, ‖A‖_F for the Gram matrix on ``side`` (A = J Jᵀ on ``"state"``, JᵀJ on
     ``"param"``; else 0): the exact tr A = ‖J‖²_F and tr A² = ‖A‖²_F, squared on the host (scale-free here)."""
     if not square:
         return jnp.stack([_frobenius(jac), jnp.zeros((), jac.dtype)])
     return jnp.stack([_frobenius(jac), _gram_frobenius(jac if side == "state" else jac.T)])
+
+
+_PROBE_STATIC = ("apply_fn", "side", "adjoint", "mesh")
+_DENSE_STATIC = ("side", "adjoint")
+_GRAM_STATIC = ("side", "square")
+probe_products = jitted(_probe_products, fast=False, static_argnames=_PROBE_STATIC)
+dense_probe_products = jitted(_dense_probe_products, fast=False, static_argnames=_DENSE_STATIC)
+gram_norms = jitted(_gram_norms, fast=False, static_argnames=_GRAM_STATIC)
 
 
 def _frobenius(m: Array) -> Array:
@@ -167,12 +173,13 @@ def _products(img: Array, adj: Array, outputs: Array) -> ProbeProducts:
                          jnp.sum(~jnp.isfinite(outputs)), outputs)
 
 
-def dense_point(apply_fn: ApplyFn, params: Params, x: Array, mesh: Mesh | None) -> tuple[Array, Array] | None:
+def dense_point(apply_fn: ApplyFn, params: Params, x: Array, mesh: Mesh | None, *, fast_compile: bool = False
+                ) -> tuple[Array, Array] | None:
     """(outputs, J) when dense products pay (:func:`ntksearch.ntk.jacobian.dense_jacobian_pays`, one device)
     and the model's examples pass :func:`ntksearch.ntk.jacobian.dense_jacobian`'s check; else None."""
     if mesh is not None or not dense_jacobian_pays(apply_fn, params, x):
         return None
-    return dense_jacobian(apply_fn, params, x)
+    return dense_jacobian(apply_fn, params, x, fast_compile=fast_compile)
 
 
 class ProbeKernel:
@@ -182,19 +189,24 @@ class ProbeKernel:
 
     ``point``: (outputs, J) from :func:`dense_point` for products through the dense per-example Jacobian
     (:func:`dense_probe_products`), None for AD passes (:func:`probe_products`), ``"auto"`` (default) to
-    decide by :func:`dense_point`. ``self.dense`` tells which path the kernel took.
+    decide by :func:`dense_point`. ``self.dense`` tells which path the kernel took. ``fast_compile``: compile
+    at XLA's level 0 (:mod:`ntksearch.ntk.compile`).
     """
 
     def __init__(self, apply_fn: ApplyFn, params: Params, x: Array, *, side: str, block_size: int, dim: int,
-                 mesh: Mesh | None, point: tuple[Array, Array] | Literal["auto"] | None = "auto"):
+                 mesh: Mesh | None, point: tuple[Array, Array] | Literal["auto"] | None = "auto",
+                 fast_compile: bool = False):
         if isinstance(point, str):
-            point = dense_point(apply_fn, params, x, mesh)
+            point = dense_point(apply_fn, params, x, mesh, fast_compile=fast_compile)
         if point is None:
-            self.call = partial(probe_products, apply_fn, params, x, side=side, mesh=mesh)
+            self.call = partial(jitted(_probe_products, fast=fast_compile, static_argnames=_PROBE_STATIC),
+                                apply_fn, params, x, side=side, mesh=mesh)
         else:
             outputs, jac = point
-            self.call = partial(dense_probe_products, jac, outputs, side=side)
-            self.gram_norms = partial(gram_norms, jac, side=side)
+            self.call = partial(jitted(_dense_probe_products, fast=fast_compile, static_argnames=_DENSE_STATIC),
+                                jac, outputs, side=side)
+            self.gram_norms = partial(jitted(_gram_norms, fast=fast_compile, static_argnames=_GRAM_STATIC),
+                                      jac, side=side)
         self.dense = point is not None  # the per-example check passed, so the output is finite
         self.b, self.dim, self.checked = block_size, dim, False
         self.dtype = np.dtype(jax.tree_util.tree_leaves(params)[0].dtype)

@@ -78,8 +78,8 @@ VAL_BLOCK = 8  # Lanczos vectors pushed through the JVPs on B per kernel call
 def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train: Array, x_val: Array | None = None,
                      y_val: Array | None = None, *, key: Array, learning_rate: float | str = "auto", steps: int = 100,
                      ridge: float = 1e-3, momentum: float = 0.0, lr_fraction: float = 0.5,
-                     max_matvecs: int = DEFAULT_MAX_MATVECS, rtol: float = 1e-3, block_size: int = 2
-                     ) -> LinearisedKernel:
+                     max_matvecs: int = DEFAULT_MAX_MATVECS, rtol: float = 1e-3, block_size: int = 2,
+                     fast_compile: bool = True) -> LinearisedKernel:
     """Run Lanczos on K_AA from r₀ (and K_BA on its basis) until the given setting has settled (module docstring).
 
     Args:
@@ -93,6 +93,8 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
       rtol: stop once the setting's quantities changed by ≤ rtol relative (0: run all ``max_matvecs`` steps).
       block_size: b, rows per kernel call on A: the Lanczos vector and b − 1 trace probes (16 reuses the
         estimators' compiled program; 2, the default, costs the least per step where products are compute-bound).
+      fast_compile: compile the products at XLA's level 0 (:mod:`ntksearch.ntk.compile`: about half the compile
+        time, slower runs; false for long runs on large batches).
 
     Raises:
       ValueError: bad shapes or settings. NonFiniteModelError: non-finite model outputs or products.
@@ -108,8 +110,9 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
     y = np.asarray(y_train, np.float64)
     n, n_classes = y.size, y.shape[1]
     mesh = probe_mesh()
-    kernel = ProbeKernel(apply_fn, params, x_train, side="state", block_size=block_size, dim=n, mesh=mesh)
-    held_out = None if labels is None else _HeldOut(apply_fn, params, x_val, mesh)
+    kernel = ProbeKernel(apply_fn, params, x_train, side="state", block_size=block_size, dim=n, mesh=mesh,
+                         fast_compile=fast_compile)
+    held_out = None if labels is None else _HeldOut(apply_fn, params, x_val, mesh, fast_compile)
     probe_rng = host_rng(key, 1)
     draw = lambda count: probe_rng.choice(np.array([-1, 1], np.int8), size=(count, n))
     lanczos = Lanczos(n, max_matvecs, block_size * (max_matvecs + 1), host_rng(key, 2))
@@ -145,7 +148,8 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
 def linearised_metrics(apply_fn: ApplyFn, params: Params, x_train: Array, y_train: Array, x_val: Array | None,
                        y_val: Array | None, *, key: Array, learning_rate: float | str = "auto", steps: int = 100,
                        ridge: float = 1e-3, max_matvecs: int = DEFAULT_MAX_MATVECS, lr_fraction: float = 0.5,
-                       momentum: float = 0.0, rtol: float = 1e-3, block_size: int = 2) -> LinearisedMetrics:
+                       momentum: float = 0.0, rtol: float = 1e-3, block_size: int = 2, fast_compile: bool = True
+                       ) -> LinearisedMetrics:
     """The linearised network's train loss, held-out loss and accuracy after ``steps`` steps, and the NTK
     complexity (definitions in the module docstring), matrix-free.
 
@@ -155,7 +159,7 @@ def linearised_metrics(apply_fn: ApplyFn, params: Params, x_train: Array, y_trai
     """
     kernel = linearise_kernel(apply_fn, params, x_train, y_train, x_val, y_val, key=key, learning_rate=learning_rate,
                               steps=steps, ridge=ridge, momentum=momentum, lr_fraction=lr_fraction,
-                              max_matvecs=max_matvecs, rtol=rtol, block_size=block_size)
+                              max_matvecs=max_matvecs, rtol=rtol, block_size=block_size, fast_compile=fast_compile)
     return kernel.metrics(learning_rate, steps, ridge, momentum=momentum, lr_fraction=lr_fraction)
 
 
@@ -190,9 +194,10 @@ class _HeldOut:
     """K_BA q = J_B (J_Aᵀ q) for the Lanczos vectors: their VJP images J_Aᵀq stay on the device and go through
     the parameter-side kernel on B (JVPs), :data:`VAL_BLOCK` at a time (the last block zero-padded)."""
 
-    def __init__(self, apply_fn: ApplyFn, params: Params, x_val: Array, mesh: Any):
+    def __init__(self, apply_fn: ApplyFn, params: Params, x_val: Array, mesh: Any, fast_compile: bool):
         p = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))
-        self.kernel = ProbeKernel(apply_fn, params, x_val, side="param", block_size=VAL_BLOCK, dim=p, mesh=mesh)
+        self.kernel = ProbeKernel(apply_fn, params, x_val, side="param", block_size=VAL_BLOCK, dim=p, mesh=mesh,
+                                  fast_compile=fast_compile)
         self.pending: list[Array] = []
         self.columns: list[np.ndarray] = []
         self.outputs: np.ndarray | None = None

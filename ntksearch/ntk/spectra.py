@@ -56,6 +56,7 @@ def lambda_max(
     max_iters: int = 30,
     rtol: float = 1e-3,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    fast_compile: bool = True,
 ) -> Estimate:
     """Largest eigenvalue of the empirical NTK of ``apply_fn`` at ``(params, x)`` (block Krylov, see above).
 
@@ -64,6 +65,7 @@ def lambda_max(
       max_iters: block steps at most (each: b JVPs + b VJPs); the basis never exceeds d = min(n, p) vectors.
       rtol: stop once the Ritz residual norm ‖A s − θ s‖ ≤ rtol · θ (``converged``).
       block_size: b, vectors per step (capped at d).
+      fast_compile: compile at XLA's level 0 (:mod:`ntksearch.ntk.compile`).
 
     Returns:
       An :class:`Estimate` whose ``value`` is the top Ritz value θ (a lower bound on λ_max) and whose
@@ -77,7 +79,8 @@ def lambda_max(
     op = NTKOperator.create(apply_fn, params, x)
     side, dim = smaller_side(op.n, op.p), min(op.n, op.p)
     b = min(block_size, dim)
-    kernel = ProbeKernel(apply_fn, params, x, side=side, block_size=b, dim=dim, mesh=probe_mesh())
+    kernel = ProbeKernel(apply_fn, params, x, side=side, block_size=b, dim=dim, mesh=probe_mesh(),
+                         fast_compile=fast_compile)
 
     def gram(block: np.ndarray) -> np.ndarray:  # (d, k ≤ b) → A block, via one call of the shared kernel
         images = np.asarray(kernel(block.T, adjoint=True).adjoint, np.float64)[: block.shape[1]].T

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import jax
@@ -48,7 +49,7 @@ import jax.numpy as jnp
 
 from ntksearch.ntk.linearised import linearised_metrics
 from ntksearch.proxies.registry import LinearisedOptions, Proxy, ProxyInputs, ProxyValue, register_group
-from ntksearch.train.hparams import MOMENTUM, SCHEDULES, TrainHParams
+from ntksearch.train.hparams import MOMENTUM, SCHEDULES, ScheduleArgs, TrainHParams
 
 __all__ = ["GRADIENT_DESCENT", "options_for_training", "schedule_steps"]
 
@@ -62,8 +63,13 @@ def schedule_steps(train: Mapping[str, Any], train_size: int) -> int:
     space point's ``train`` dict; ``learning_rate`` may be ``auto``) on ``train_size`` examples, at least 1."""
     hparams = TrainHParams.from_dict({**train, "learning_rate": 1.0})  # the schedule's shape does not depend on lr
     total = hparams.total_steps(train_size)
-    rates = SCHEDULES[hparams.schedule](jnp.arange(total, dtype=jnp.float32), hparams.schedule_args(total))
-    return max(1, round(float(jnp.sum(rates))))
+    return max(1, round(float(_schedule_sum(hparams.schedule, total, hparams.schedule_args(total)))))
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _schedule_sum(schedule: str, total: int, args: ScheduleArgs) -> jax.Array:
+    """Σ_s lr_s over ``total`` steps, one compiled program per (schedule, total) instead of one per operation."""
+    return jnp.sum(SCHEDULES[schedule](jnp.arange(total, dtype=jnp.float32), args))
 
 
 def options_for_training(train: Mapping[str, Any], options: LinearisedOptions, *, n_classes: int,
@@ -90,7 +96,8 @@ def linearised_group(inputs: ProxyInputs, done: Mapping[str, ProxyValue]) -> dic
                                 inputs.x_val if held_out else None, inputs.y_val if held_out else None,
                                 key=jax.random.fold_in(inputs.key, 5), learning_rate=opts.learning_rate,
                                 steps=opts.steps, ridge=opts.ridge, max_matvecs=opts.max_matvecs,
-                                lr_fraction=opts.lr_fraction, momentum=opts.momentum, rtol=opts.rtol)
+                                lr_fraction=opts.lr_fraction, momentum=opts.momentum, rtol=opts.rtol,
+                                fast_compile=opts.fast_compile)
     return {_NAMES[q]: ProxyValue(e.value, e.stderr) for q, e in result.items()}
 
 

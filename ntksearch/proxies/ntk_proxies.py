@@ -43,7 +43,8 @@ def ntk_group(inputs: ProxyInputs, done: Mapping[str, ProxyValue]) -> dict[str, 
     opts = inputs.ntk
     state_fn = _state_fn(inputs)
     on_logits = state_fn == inputs.apply_fn
-    kw = dict(method=opts.method, rtol=opts.rtol, max_matvecs=opts.max_matvecs, sketch_size=opts.sketch_size)
+    kw = dict(method=opts.method, rtol=opts.rtol, max_matvecs=opts.max_matvecs, sketch_size=opts.sketch_size,
+              fast_compile=opts.fast_compile)
     est = ntk_metrics(state_fn, inputs.params, inputs.x, inputs.y if on_logits else None,
                       key=jax.random.fold_in(inputs.key, 1), **kw)
     if not on_logits:
@@ -58,7 +59,7 @@ def spectrum_group(inputs: ProxyInputs, done: Mapping[str, ProxyValue]) -> dict[
     opts = inputs.ntk
     state_fn = _state_fn(inputs)
     run = lambda fn, i: lambda_max(fn, inputs.params, inputs.x, key=jax.random.fold_in(inputs.key, i),
-                                   max_iters=opts.lanczos_iters, rtol=opts.lanczos_rtol)
+                                   max_iters=opts.lanczos_iters, rtol=opts.lanczos_rtol, fast_compile=opts.fast_compile)
     lam = run(state_fn, 3)
     lam_logits = lam if state_fn == inputs.apply_fn else run(inputs.apply_fn, 4)
     mean_eig = done["ntk_trace"]

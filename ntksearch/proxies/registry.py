@@ -69,6 +69,8 @@ class NTKOptions:
                                  "ntk_condition, max_stable_lr)")
     lanczos_rtol: float = setting(1e-3, minimum=0, exclusive_minimum=True,
                                   doc="λ_max stops when its residual bound is below this, relative")
+    fast_compile: bool = setting(True, doc="compile the NTK programs at XLA's level 0: about half the compile "
+                                 "time per new architecture, slower products (false for long estimates)")
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class LinearisedOptions:
                                   "(class-balanced, at most the split)")
     from_training: bool = setting(True, doc="take each candidate's learning rate, momentum and steps from its "
                                   "training hyperparameters (sgd/momentum: η = lr/C)")
+    fast_compile: bool = setting(True, doc="compile the Lanczos products at XLA's level 0: about half the "
+                                 "compile time per new architecture, slower products")
 
 
 @dataclass(frozen=True)

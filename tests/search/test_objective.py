@@ -277,3 +277,19 @@ def test_held_out_proxies_need_a_dataset_with_a_validation_split(tiny, digits) -
         ProxyObjective(tiny, (x, y), proxies=["lin_val_loss"])
     objective = ProxyObjective(tiny, (x, y), proxies=["lin_train_loss"])  # the training-batch ones need none
     assert objective.x_val is None
+
+
+@pytest.mark.parametrize(("recorded", "held_out"), [([], False), (["lin_val_accuracy"], True)])
+def test_the_held_out_batch_reaches_the_proxies_only_when_one_reads_it(tiny, digits, monkeypatch, recorded,
+                                                                        held_out) -> None:
+    seen = []
+
+    def fake_compute(names, inputs):
+        seen.append(inputs.x_val is not None and inputs.y_val is not None)
+        return ProxyResult({n: ProxyValue(2.0) for n in names}, {})
+
+    monkeypatch.setattr(objective_module, "compute_proxies", fake_compute)
+    objective = ProxyObjective(tiny, digits, proxies=recorded, batch_size=BATCH, buckets=None)
+    assert objective.x_val is not None  # drawn either way; handed on only when needed
+    optuna.create_study(directions=objective.directions).optimize(objective, n_trials=1)
+    assert seen == [held_out]
