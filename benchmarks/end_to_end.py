@@ -63,7 +63,7 @@ SETTINGS = {
     "digits_mlp": Setting("search_spaces/mlp.yaml", "digits", {}, {**ADAMW, "epochs": 20}, budget=60.0),
     "fashion_cnn": Setting("search_spaces/cnn.yaml", "fashion_mnist",
                            {"max_train": 5000, "max_val": 2000, "max_test": 5000}, {**ADAMW, "epochs": 4},
-                           budget=240.0),  # 15 runs (3 methods × 5 seeds) fit in about 90 min of one core
+                           budget=180.0),  # 15 runs (3 methods × 5 seeds) fit in about 70 min of one core
 }
 
 
