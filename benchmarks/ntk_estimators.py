@@ -25,8 +25,8 @@ O(q·m·D) host flops for q ≈ budget/6 deflation directions and m probes in a 
 their cost grows quadratically with the budget). Relative errors are
 |estimate − exact| / exact.
 
-**Side by side with neural-tangents.** ntksearch's ``ntk_metrics(..., rtol=0.01)`` (``method="auto"``, the
-default budget; warm median over ``--seeds`` keys) against neural-tangents' three exact implementations
+**Side by side with neural-tangents.** ntksearch's ``ntk_metrics(..., rtol=0.01, max_matvecs=1024)``
+(``method="auto"``; warm median over ``--seeds`` keys) against neural-tangents' three exact implementations
 (JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS, STRUCTURED_DERIVATIVES), each with ``trace_axes=()`` (the full
 n × n kernel, what ntksearch estimates) and ``(-1,)`` (its default, averaged over the logits: a B × B
 kernel). neural-tangents 0.6.5, its last release, runs all three only on jax 0.4.25 with TensorFlow, so it
@@ -280,12 +280,13 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
 
 def time_side_by_side(name: str, apply_fn: Callable, params: object, x: jax.Array, y: jax.Array | None,
                       ref: dict[str, float], n: int, args: argparse.Namespace) -> dict:
-    """ntksearch at rtol 0.01 (``method="auto"``, default budget; warm median over ``--seeds`` keys) and
+    """ntksearch at rtol 0.01 (``method="auto"``, 1024 AD passes at most; warm median over ``--seeds`` keys) and
     neural-tangents' three implementations on the same arrays (warm medians, in its own environment)."""
     times = []
     for seed in range(-1, args.seeds):  # seed -1 compiles
         start = time.perf_counter()
-        est = ntk_metrics(apply_fn, params, x, y, key=jax.random.PRNGKey(10_000 + seed), rtol=0.01)
+        est = ntk_metrics(apply_fn, params, x, y, key=jax.random.PRNGKey(10_000 + seed), rtol=0.01,
+                          max_matvecs=1024)
         times.append(time.perf_counter() - start)
     rtol = {"time": float(np.median(times[1:])), "method": est["trace"].method, "matvecs": est["trace"].matvecs,
             "err_trace": abs(est["trace"].value - ref["trace"]) / ref["trace"]}

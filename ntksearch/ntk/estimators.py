@@ -88,6 +88,7 @@ from threadpoolctl import threadpool_limits
 
 from ntksearch.ntk.kernel import NonFiniteModelError, ProbeKernel, ProbeProducts, dense_point, probe_products
 from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, smaller_side, vjp_batch
+from ntksearch.ntk.options import METHODS, Method, NTKOptions
 
 __all__ = [
     "METHODS",
@@ -104,8 +105,8 @@ __all__ = [
     "probe_products",
 ]
 
-METHODS = ("auto", "exact", "hutchinson", "hutch++", "forward", "reverse")
 QUANTITIES = ("trace", "frobenius", "effective_rank", "label_alignment", "label_alignment_centred")
+_DEFAULTS = NTKOptions()  # the keyword defaults of ntk_metrics
 
 
 @dataclass(frozen=True)
@@ -386,16 +387,19 @@ def ntk_metrics(
     y: Array | None = None,
     *,
     key: Array,
-    method: str = "auto",
-    rtol: float = 0.02,
-    max_matvecs: int = 1024,
+    method: Method = _DEFAULTS.method,
+    rtol: float = _DEFAULTS.rtol,
+    max_matvecs: int = _DEFAULTS.max_matvecs,
     quantities: Sequence[str] | None = None,
     min_blocks: int = 4,
-    sketch_size: int | None = None,
+    sketch_size: int | None = _DEFAULTS.sketch_size,
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> dict[str, Estimate]:
     """Estimate NTK quantities of ``apply_fn`` at ``(params, x)`` without forming J or K.
+
+    The defaults of ``method``, ``rtol``, ``max_matvecs`` and ``sketch_size`` are :class:`NTKOptions`'
+    (``ntk_metrics(..., **options.estimator_arguments())`` runs at given options).
 
     Args:
       apply_fn: ``apply_fn(params, x) -> array`` of any shape; its flattened size is n.

@@ -67,19 +67,21 @@ from ntksearch.ntk.estimators import NonFiniteModelError, ProbeKernel, host_rng,
 from ntksearch.ntk.lanczos import Lanczos, ritz
 from ntksearch.ntk.linearised_dynamics import LinearisedKernel, LinearisedMetrics, check_setting
 from ntksearch.ntk.operator import ApplyFn, Array, Params
+from ntksearch.ntk.options import LinearisedOptions
 from ntksearch.ntk.spectra import rayleigh_ritz_top
 
 __all__ = ["DEFAULT_MAX_MATVECS", "LinearisedKernel", "LinearisedMetrics", "linearise_kernel", "linearised_metrics"]
 
-DEFAULT_MAX_MATVECS = 128
+_DEFAULTS = LinearisedOptions()  # the keyword defaults of linearise_kernel and linearised_metrics
+DEFAULT_MAX_MATVECS = _DEFAULTS.max_matvecs
 VAL_BLOCK = 8  # Lanczos vectors pushed through the JVPs on B per kernel call
 
 
 def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train: Array, x_val: Array | None = None,
-                     y_val: Array | None = None, *, key: Array, learning_rate: float | str = "auto", steps: int = 100,
-                     ridge: float = 1e-3, momentum: float = 0.0, lr_fraction: float = 0.5,
-                     max_matvecs: int = DEFAULT_MAX_MATVECS, rtol: float = 1e-3, block_size: int = 2
-                     ) -> LinearisedKernel:
+                     y_val: Array | None = None, *, key: Array, learning_rate: float | str = _DEFAULTS.learning_rate,
+                     steps: int = _DEFAULTS.steps, ridge: float = _DEFAULTS.ridge, momentum: float = _DEFAULTS.momentum,
+                     lr_fraction: float = _DEFAULTS.lr_fraction, max_matvecs: int = _DEFAULTS.max_matvecs,
+                     rtol: float = _DEFAULTS.rtol, block_size: int = 2) -> LinearisedKernel:
     """Run Lanczos on K_AA from r₀ (and K_BA on its basis) until the given setting has settled (module docstring).
 
     Args:
@@ -90,7 +92,9 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
       learning_rate, steps, ridge, momentum, lr_fraction: the setting the stopping rule watches (any other
         setting can be evaluated afterwards with :meth:`LinearisedKernel.metrics`).
       max_matvecs: the most K_AA products on Lanczos vectors (Lanczos steps, the Krylov dimension k).
-      rtol: stop once the setting's quantities changed by ≤ rtol relative (0: run all ``max_matvecs`` steps).
+      rtol: stop once the setting's quantities changed by ≤ rtol relative (0: run all ``max_matvecs`` steps;
+        the default, :class:`ntksearch.ntk.options.LinearisedOptions`' 1e-2 as every keyword default here, is a
+        ranking tolerance: pass 1e-3 or less for a measurement).
       block_size: b, rows per kernel call on A: the Lanczos vector and b − 1 trace probes (16 reuses the
         estimators' compiled program; 2, the default, costs the least per step where products are compute-bound).
 
@@ -143,9 +147,11 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
 
 
 def linearised_metrics(apply_fn: ApplyFn, params: Params, x_train: Array, y_train: Array, x_val: Array | None,
-                       y_val: Array | None, *, key: Array, learning_rate: float | str = "auto", steps: int = 100,
-                       ridge: float = 1e-3, max_matvecs: int = DEFAULT_MAX_MATVECS, lr_fraction: float = 0.5,
-                       momentum: float = 0.0, rtol: float = 1e-3, block_size: int = 2) -> LinearisedMetrics:
+                       y_val: Array | None, *, key: Array, learning_rate: float | str = _DEFAULTS.learning_rate,
+                       steps: int = _DEFAULTS.steps, ridge: float = _DEFAULTS.ridge,
+                       max_matvecs: int = _DEFAULTS.max_matvecs, lr_fraction: float = _DEFAULTS.lr_fraction,
+                       momentum: float = _DEFAULTS.momentum, rtol: float = _DEFAULTS.rtol, block_size: int = 2
+                       ) -> LinearisedMetrics:
     """The linearised network's train loss, held-out loss and accuracy after ``steps`` steps, and the NTK
     complexity (definitions in the module docstring), matrix-free.
 

@@ -25,10 +25,12 @@ from threadpoolctl import threadpool_limits
 
 from ntksearch.ntk.estimators import Estimate, NonFiniteModelError, ProbeKernel, host_rng, probe_mesh
 from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, smaller_side
+from ntksearch.ntk.options import NTKOptions
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "lambda_max", "rayleigh_ritz_top"]
 
 DEFAULT_BLOCK_SIZE = 16  # the trace estimators' block size at their default budgets: their kernel is reused
+_DEFAULTS = NTKOptions()  # max_iters and rtol default to its lanczos_iters and lanczos_rtol
 
 
 def rayleigh_ritz_top(basis: np.ndarray, images: np.ndarray) -> tuple[float, float]:
@@ -53,11 +55,14 @@ def lambda_max(
     x: Array,
     *,
     key: Array,
-    max_iters: int = 30,
-    rtol: float = 1e-3,
+    max_iters: int = _DEFAULTS.lanczos_iters,
+    rtol: float = _DEFAULTS.lanczos_rtol,
     block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> Estimate:
     """Largest eigenvalue of the empirical NTK of ``apply_fn`` at ``(params, x)`` (block Krylov, see above).
+
+    ``max_iters`` and ``rtol`` default to :class:`NTKOptions`' ``lanczos_iters`` and ``lanczos_rtol``
+    (``lambda_max(..., **options.spectrum_arguments())`` runs at given options).
 
     Args:
       key: PRNG key for the starting block.
