@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ntksearch.ntk.jacobian import dense_jacobian, dense_jacobian_pays
-from ntksearch.ntk.operator import ApplyFn, Array, Params, linearize
+from ntksearch.ntk.operator import ApplyFn, Array, Params, Side, linearize
 
 __all__ = [
     "NonFiniteModelError",
@@ -107,7 +107,7 @@ def _on_devices(fn, rows: Array, mesh: Mesh | None) -> Array:
 
 
 @partial(jax.jit, static_argnames=("apply_fn", "side", "adjoint", "mesh"))
-def probe_products(apply_fn: ApplyFn, params: Params, x: Array, z: Array, *, side: str, adjoint: bool,
+def probe_products(apply_fn: ApplyFn, params: Params, x: Array, z: Array, *, side: Side, adjoint: bool,
                    mesh: Mesh | None = None) -> ProbeProducts:
     """All Jacobian products one estimator step needs, for a block of probe rows z (b, d).
 
@@ -124,7 +124,7 @@ def probe_products(apply_fn: ApplyFn, params: Params, x: Array, z: Array, *, sid
 
 
 @partial(jax.jit, static_argnames=("side", "adjoint"))
-def dense_probe_products(jac: Array, outputs: Array, z: Array, *, side: str, adjoint: bool) -> ProbeProducts:
+def dense_probe_products(jac: Array, outputs: Array, z: Array, *, side: Side, adjoint: bool) -> ProbeProducts:
     """:func:`probe_products` through a dense Jacobian ``jac`` (n, p) at the point whose output is ``outputs``
     (n,): images z J (``"state"``) or z Jᵀ (``"param"``), adjoint images by the transposed product; 2·b·n·p
     flops each. Pure and jit-compiled; keyed on side, adjoint and shapes."""
@@ -135,7 +135,7 @@ def dense_probe_products(jac: Array, outputs: Array, z: Array, *, side: str, adj
 
 
 @partial(jax.jit, static_argnames=("side", "square"))
-def gram_norms(jac: Array, *, side: str, square: bool) -> Array:
+def gram_norms(jac: Array, *, side: Side, square: bool) -> Array:
     """(2,) ‖J‖_F and, when ``square``, ‖A‖_F for the Gram matrix on ``side`` (A = J Jᵀ on ``"state"``, JᵀJ on
     ``"param"``; else 0): the exact tr A = ‖J‖²_F and tr A² = ‖A‖²_F, squared on the host (scale-free here)."""
     if not square:
@@ -185,7 +185,7 @@ class ProbeKernel:
     decide by :func:`dense_point`. ``self.dense`` tells which path the kernel took.
     """
 
-    def __init__(self, apply_fn: ApplyFn, params: Params, x: Array, *, side: str, block_size: int, dim: int,
+    def __init__(self, apply_fn: ApplyFn, params: Params, x: Array, *, side: Side, block_size: int, dim: int,
                  mesh: Mesh | None, point: tuple[Array, Array] | Literal["auto"] | None = "auto"):
         if isinstance(point, str):
             point = dense_point(apply_fn, params, x, mesh)

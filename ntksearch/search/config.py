@@ -73,7 +73,7 @@ import optuna
 
 from ntksearch.data import DATASETS, Dataset, DatasetError, dataset_options, load_dataset
 from ntksearch.ntk import QUANTITIES
-from ntksearch.ntk.estimators import plan_estimate
+from ntksearch.ntk.plan import plan_estimate
 from ntksearch.proxies import PROXIES, LinearisedOptions, NTKOptions
 from ntksearch.search.objective import DEFAULT_BATCH_SIZE
 from ntksearch.search.objectives import Objective, parse_objective
