@@ -26,6 +26,7 @@ from ntksearch.data import DATASETS, Dataset, DatasetNotFoundError, load_dataset
 from ntksearch.models import (
     FAMILIES,
     BucketGrid,
+    BuildError,
     BuiltModel,
     bucket_candidate,
     build_model,
@@ -88,6 +89,7 @@ __all__ = [
     "FAMILIES",
     "PROXIES",
     "BucketGrid",
+    "BuildError",
     "BuiltModel",
     "ConfigError",
     "Dataset",

@@ -15,10 +15,11 @@ Each trial samples a point of the space, builds the candidate, computes its prox
 batch and returns the objective value(s). Only the objective's proxies are computed unless ``proxies=`` asks
 for more (``proxies=None``: every proxy the family supports, several times slower: each proxy group compiles
 per new architecture). Everything is stored as trial user attributes
-(:mod:`ntksearch.search.attrs`). A candidate that cannot be built (the builder raises ``ValueError``, e.g. a
-``ConfigError``), whose outputs are not finite (``NonFiniteModelError``) or whose objective is not finite
-returns ``nan``: Optuna marks the trial FAIL (no ``catch=`` needed), its ``fail_reason`` says why, and the
-search goes on. Recorded proxies outside the objective may be non-finite without failing the trial (a
+(:mod:`ntksearch.search.attrs`). A candidate that cannot be built (the builder raises
+:class:`~ntksearch.models.BuildError` or a point ``ConfigError``), whose outputs are not finite
+(``NonFiniteModelError``) or whose objective is not finite returns ``nan``: Optuna marks the trial FAIL (no
+``catch=`` needed), its ``fail_reason`` says why, and the search goes on; any other exception is a bug and
+propagates. Recorded proxies outside the objective may be non-finite without failing the trial (a
 baseline's degenerate value should not discard a candidate); they are listed in ``non_finite``.
 
 Randomness is reproducible: candidate ``n`` of a search with ``seed`` uses the keys of
@@ -43,7 +44,7 @@ import numpy as np
 import optuna
 
 from ntksearch.data import Dataset, scoring_batch
-from ntksearch.models import BuiltModel, nb201_arch_string
+from ntksearch.models import BuildError, BuiltModel, nb201_arch_string
 from ntksearch.models.buckets import DEFAULT_GRID, BucketGrid
 from ntksearch.ntk import NonFiniteModelError
 from ntksearch.proxies import (
@@ -60,6 +61,7 @@ from ntksearch.search import attrs
 from ntksearch.search.bucketed import plan_scoring
 from ntksearch.search.objectives import Objective, as_objective
 from ntksearch.spaces import Point, SearchSpace
+from ntksearch.validation import ConfigError
 
 __all__ = ["CandidateKeys", "Evaluation", "ProxyObjective", "candidate_keys"]
 
@@ -222,7 +224,7 @@ class ProxyObjective:
         try:
             built = self.space.build(point, input_shape=tuple(self.x.shape[1:]), n_classes=self.y.shape[-1],
                                      key=keys.init)
-        except ValueError as exc:
+        except (BuildError, ConfigError) as exc:  # anything else is a bug: it propagates
             return Evaluation(point, None, {}, {"build": time.perf_counter() - start}, None,
                               f"build failed: {exc}")
         seconds = {"build": time.perf_counter() - start}

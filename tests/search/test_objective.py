@@ -151,6 +151,17 @@ def test_build_failure_fails_the_trial(tmp_path: Path) -> None:
     assert "n_params" not in trial.user_attrs
 
 
+def test_a_bug_while_building_propagates_instead_of_failing_the_trial(tiny, digits, monkeypatch) -> None:
+    objective = ProxyObjective(tiny, digits, proxies=[], batch_size=BATCH)
+
+    def buggy_build(*args, **kwargs):
+        raise ValueError("a bug, not a candidate that cannot be built")
+
+    monkeypatch.setattr(type(tiny), "build", buggy_build)  # spaces are frozen: patch the class
+    with pytest.raises(ValueError, match="a bug"):
+        objective.evaluate(tiny.point_from_params({"init_scale": 1.0}), 0)
+
+
 def test_non_finite_objective_fails_but_a_non_finite_recorded_proxy_does_not(tiny, digits, monkeypatch) -> None:
     nan_proxy = {"value": "n_params"}
 
