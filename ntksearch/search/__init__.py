@@ -4,6 +4,7 @@ Run a whole experiment with ``ntksearch run experiments/quickstart.yaml``, or us
 :class:`ProxyObjective` in your own study (see :mod:`ntksearch.search.objective`).
 """
 
+from ntksearch.search.compiled import ClearCompiledPrograms
 from ntksearch.search.config import ConfirmSpec, DatasetSpec, Experiment, SamplerSpec, ScoringSpec, load_experiment
 from ntksearch.search.confirm import confirm_candidates, confirm_trial, select_candidates
 from ntksearch.search.objective import CandidateKeys, Evaluation, ProxyObjective, candidate_keys
@@ -16,6 +17,7 @@ from ntksearch.search.study import StudyError, experiment_objective, open_study,
 __all__ = [
     "SAMPLERS",
     "CandidateKeys",
+    "ClearCompiledPrograms",
     "ConfirmSpec",
     "DatasetSpec",
     "Evaluation",

@@ -35,6 +35,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -142,10 +143,9 @@ class ProxyObjective:
       train_size: examples of the candidates' confirmation training (default: the dataset's training split),
         which give the linearised proxies their number of steps. epochs: confirmation's override of ``epochs``.
       batch_size: scoring batch size when ``data`` is a dataset.
-      max_cached_architectures: compiled programs of at most this many distinct architectures are kept in the
-        process; beyond it ``jax.clear_caches()`` drops them all. XLA:CPU maps memory for every compiled
-        program and never unmaps it while it is cached: a process scoring a few hundred new architectures
-        otherwise exhausts the kernel's limit on memory maps (65,530) and crashes inside the compiler.
+      max_cached_architectures: deprecated and ignored: the objective never clears JAX's (process-wide) caches;
+        a long study passes :class:`~ntksearch.search.compiled.ClearCompiledPrograms` as a callback instead, as
+        :func:`~ntksearch.search.run_search` does.
       buckets: the shape grid candidates are padded to (:mod:`ntksearch.models.buckets`), so that candidates
         of one bucket share compiled programs; the proxies that are exact on a padded program run there, the
         others on the candidate itself (:mod:`ntksearch.search.bucketed`). A bucket's first candidate is scored
@@ -155,6 +155,8 @@ class ProxyObjective:
     Attributes:
       directions: Optuna directions, for ``optuna.create_study(directions=...)``.
       bucketed_candidates: how many candidates were scored in their bucket's padded program.
+      last_programs: the programs (``apply_fn`` objects: the candidate's, its bucket's) the last evaluation
+        compiled or reused, for :class:`~ntksearch.search.compiled.ClearCompiledPrograms`.
       objective: the parsed :class:`~ntksearch.search.objectives.Objective`.
       x, y: the scoring batch. x_val, y_val: the held-out batch (one-hot), or None.
     """
@@ -163,13 +165,16 @@ class ProxyObjective:
                  proxies: Iterable[str] | None = (), objective: Any = None, seed: int = 0,
                  ntk: NTKOptions | None = None, linearised: LinearisedOptions | None = None,
                  train_size: int | None = None, epochs: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_cached_architectures: int = 32, buckets: BucketGrid | None = DEFAULT_GRID):
+                 max_cached_architectures: int | None = None, buckets: BucketGrid | None = DEFAULT_GRID):
+        if max_cached_architectures is not None:
+            warnings.warn("ProxyObjective(max_cached_architectures=...) is ignored: the objective no longer clears "
+                          "JAX's caches; pass ntksearch.search.ClearCompiledPrograms(objective, max_programs) to "
+                          "study.optimize(callbacks=[...])", DeprecationWarning, stacklevel=2)
         self.space = space
         self.buckets = buckets
         self._buckets_met: set[Any] = set()
         self.bucketed_candidates = 0
-        self.max_cached_architectures = max_cached_architectures
-        self._cached: set[Any] = set()
+        self.last_programs: tuple[Any, ...] = ()
         self.objective: Objective = as_objective(objective)
         self.seed = seed
         self.ntk = ntk or NTKOptions()
@@ -220,6 +225,7 @@ class ProxyObjective:
     def evaluate(self, point: Point, number: int) -> Evaluation:
         """Build and score ``point`` as candidate ``number`` (its keys: :func:`candidate_keys`)."""
         keys = candidate_keys(self.seed, number)
+        self.last_programs = ()
         start = time.perf_counter()
         try:
             built = self.space.build(point, input_shape=tuple(self.x.shape[1:]), n_classes=self.y.shape[-1],
@@ -252,20 +258,13 @@ class ProxyObjective:
         seconds: dict[str, float] = {}
         plan = plan_scoring(names, inputs, built, self.buckets, met=self._buckets_met)
         self.bucketed_candidates += plan[0][1] is not inputs
+        self.last_programs = tuple(part_inputs.apply_fn for _, part_inputs in plan)
         for part_names, part_inputs in plan:
-            self._track_compiled(part_inputs.apply_fn)
             part = compute_proxies(part_names, part_inputs)
             values.update(part.values)
             for group, s in part.seconds.items():
                 seconds[group] = seconds.get(group, 0.0) + s
         return ProxyResult({name: values[name] for name in names}, seconds)
-
-    def _track_compiled(self, architecture: Any) -> None:
-        """Drop every compiled program once more than ``max_cached_architectures`` architectures were seen."""
-        if architecture not in self._cached and len(self._cached) >= self.max_cached_architectures:
-            jax.clear_caches()
-            self._cached.clear()
-        self._cached.add(architecture)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         """Sample, score and store one candidate; ``nan`` (one per objective) marks it failed."""

@@ -234,24 +234,6 @@ def test_weighted_log() -> None:
     assert Objective((WeightedLog((("ntk_trace", 1.0),)),)).proxies == ("ntk_trace",)
 
 
-def test_compiled_programs_are_dropped_beyond_the_architecture_cap(tmp_path: Path, digits, monkeypatch) -> None:
-    space = load_space(write_space(tmp_path, {"family": "mlp", "hyperparameters": {
-        "depth": 1, "width": {"type": "categorical", "choices": [8, 12, 16]}}}))
-    cleared = []
-    monkeypatch.setattr(objective_module.jax, "clear_caches", lambda: cleared.append(1))
-    objective = ProxyObjective(space, digits, proxies=[], batch_size=BATCH, max_cached_architectures=2,
-                               buckets=None)
-    for number, width in enumerate([8, 12, 8, 12, 16, 8]):
-        objective.evaluate(space.point_from_params({"width": width}), number)
-    # 8 and 12 fit under the cap (repeats are free); 16 is a third architecture: drop all, then 16 and 8 again fit
-    assert len(cleared) == 1
-    # in buckets the same candidates need two programs: width 8 on its own, then the width-16 bucket's
-    bucketed = ProxyObjective(space, digits, proxies=[], batch_size=BATCH, max_cached_architectures=2)
-    for number, width in enumerate([8, 12, 8, 12, 16, 8]):
-        bucketed.evaluate(space.point_from_params({"width": width}), number)
-    assert len(cleared) == 1 and bucketed.bucketed_candidates == 5
-
-
 LINEARISED = ["lin_train_loss", "lin_val_loss", "lin_val_accuracy", "ntk_complexity"]
 
 
