@@ -38,7 +38,6 @@ from optuna.trial import FrozenTrial, TrialState
 from ntksearch.models import nb201_edges
 from ntksearch.proxies import AZ_NAS_TERMS, PROXIES, az_nas_rank_score
 from ntksearch.search import attrs
-from ntksearch.search.study import retry_links
 
 __all__ = ["leaderboard_frame", "objective_columns", "pareto_ranks"]
 
@@ -62,7 +61,7 @@ def leaderboard_frame(study: optuna.Study) -> pd.DataFrame:
     objectives = objective_columns(study)
     directions = ["maximize" if d == StudyDirection.MAXIMIZE else "minimize" for d in study.directions]
     confirmed = attrs.confirmations(study.user_attrs)
-    retried_as = retry_links(trials)
+    retried_as = attrs.retry_links(trials)
     by_ctrl_c = attrs.interruptions(study.user_attrs)
     frame = pd.DataFrame([_row(t, objectives, confirmed.get(t.number), retried_as.get(t.number), t.number in by_ctrl_c)
                           for t in trials])

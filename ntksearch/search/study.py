@@ -44,6 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ntksearch.data import Dataset
 from ntksearch.search import attrs
+from ntksearch.search.attrs import retry_links
 from ntksearch.search.compiled import ClearCompiledPrograms
 from ntksearch.search.config import Experiment
 from ntksearch.search.objective import ProxyObjective
@@ -206,14 +207,6 @@ def recover_interrupted(study: optuna.Study, *, max_retry: int) -> list[int]:
         retry(study, candidate)
         numbers.append(trial.number)
     return numbers
-
-
-def retry_links(trials: Sequence[FrozenTrial]) -> dict[int, int]:
-    """Interrupted trial number → the number of the trial that retried it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return {RetryHeartbeatStaleTrialCallback.retry_history(t)[-1]: t.number for t in trials
-                if RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 
 def claim_output(experiment: Experiment, *, resume: bool = False, overwrite: bool = False) -> None:
