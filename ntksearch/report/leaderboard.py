@@ -7,7 +7,7 @@ Columns, in order:
 * ``objective:<name>`` for each objective; ``pareto_front`` (1 = non-dominated) for several objectives;
 * ``rank_aggregate``: the mean over the recorded proxies with a registry sign of each proxy's rank among the
   completed trials (1 = best by that proxy; missing values rank last). An offline score only: it changes
-  when trials are added, which is why searches do not optimise it (:mod:`ntksearch.search.objectives`);
+  when trials are added, which is why searches do not optimise it (:mod:`ntksearch.search.targets`);
 * ``az_nas`` (only when the four AZ-NAS terms were recorded): AZ-NAS's log-rank aggregate of those terms over
   the completed trials (:func:`ntksearch.proxies.az_nas_rank_score`; larger is better), offline for the same
   reason;

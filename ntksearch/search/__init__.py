@@ -1,7 +1,7 @@
 """Searches with Optuna: experiment configs, the proxy objective, study set-up, resume and confirmation training.
 
 Run a whole experiment with ``ntksearch run experiments/quickstart.yaml``, or use
-:class:`ProxyObjective` in your own study (see :mod:`ntksearch.search.objective`).
+:class:`ProxyObjective` in your own study (see :mod:`ntksearch.search.proxy_objective`).
 
 The public names below are imported from their modules on first use, so that a reader of stored studies
 (:mod:`ntksearch.report`) can import the trial-attribute names (:mod:`ntksearch.search.attrs`) without the
@@ -22,15 +22,15 @@ _EXPORTS = {
     "confirm_candidates": "confirm",
     "confirm_trial": "confirm",
     "select_candidates": "confirm",
-    "CandidateKeys": "objective",
-    "Evaluation": "objective",
-    "ProxyObjective": "objective",
-    "candidate_keys": "objective",
-    "Objective": "objectives",
-    "ProxyTarget": "objectives",
-    "ScoreTarget": "objectives",
-    "WeightedLog": "objectives",
-    "as_objective": "objectives",
+    "CandidateKeys": "proxy_objective",
+    "Evaluation": "proxy_objective",
+    "ProxyObjective": "proxy_objective",
+    "candidate_keys": "proxy_objective",
+    "Objective": "targets",
+    "ProxyTarget": "targets",
+    "ScoreTarget": "targets",
+    "WeightedLog": "targets",
+    "as_objective": "targets",
     "ProgressLine": "progress",
     "SAMPLERS": "samplers",
     "make_sampler": "samplers",

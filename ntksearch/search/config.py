@@ -43,7 +43,7 @@ Annotated example (``experiments/quickstart.yaml`` is a real one)::
       epochs: 2                       # override the space's epochs (null: keep)
       lr_fraction: 0.5                # learning_rate: auto → lr_fraction × max_stable_lr of the candidate
 
-**Objectives** (:mod:`ntksearch.search.objectives`):
+**Objectives** (:mod:`ntksearch.search.targets`):
 
 * ``default_score`` or ``{combine: default_score}``: :data:`ntksearch.proxies.DEFAULT_SCORE`, maximised;
 * a proxy name, or ``{proxy: ntk_effective_rank, direction: maximize}`` (default direction: the proxy's
@@ -75,10 +75,10 @@ from ntksearch.data import DATASETS, Dataset, DatasetError, dataset_options, loa
 from ntksearch.ntk import QUANTITIES
 from ntksearch.ntk.plan import plan_estimate
 from ntksearch.proxies import PROXIES, LinearisedOptions, NTKOptions
-from ntksearch.search.objective import DEFAULT_BATCH_SIZE
-from ntksearch.search.objectives import Objective, parse_objective
+from ntksearch.search.proxy_objective import DEFAULT_BATCH_SIZE
 from ntksearch.search.samplers import SAMPLERS, make_sampler, parse_sampler_options
 from ntksearch.search.storage import StorageSpec, storage_problem
+from ntksearch.search.targets import Objective, parse_objective
 from ntksearch.settings import check_value, kinds_of, parse_settings, setting
 from ntksearch.spaces import SearchSpace, load_space
 from ntksearch.validation import ConfigError, Node, is_file, load_yaml

@@ -47,8 +47,8 @@ from ntksearch.search import attrs
 from ntksearch.search.attrs import retry_links
 from ntksearch.search.compiled import ClearCompiledPrograms
 from ntksearch.search.config import Experiment
-from ntksearch.search.objective import ProxyObjective
 from ntksearch.search.preflight import check_dataset_fit, check_output
+from ntksearch.search.proxy_objective import ProxyObjective
 from ntksearch.search.storage import StorageError, StorageSpec, absolute_url, local_file, make_storage
 
 __all__ = [

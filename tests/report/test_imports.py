@@ -19,7 +19,7 @@ def test_importing_report_imports_only_the_attribute_names_of_search() -> None:
 
 def test_search_names_are_imported_on_first_use() -> None:
     import ntksearch.search as search
-    from ntksearch.search.objective import ProxyObjective
+    from ntksearch.search.proxy_objective import ProxyObjective
     from ntksearch.search.study import retry_links
 
     assert search.ProxyObjective is ProxyObjective and search.attrs.retry_links is retry_links

@@ -60,7 +60,7 @@ from ntksearch.proxies import (
 from ntksearch.proxies.linearised import options_for_training
 from ntksearch.search import attrs
 from ntksearch.search.bucketed import plan_scoring
-from ntksearch.search.objectives import Objective, as_objective
+from ntksearch.search.targets import Objective, as_objective
 from ntksearch.spaces import Point, SearchSpace
 from ntksearch.validation import ConfigError
 
@@ -133,7 +133,7 @@ class ProxyObjective:
       proxies: proxies to record besides the objective's (default: none, only what the objective needs);
         ``None``: every registered proxy the candidate's family supports. Each proxy group compiles once per
         new architecture (seconds on a CPU): recording everything makes a search several times slower.
-      objective: what to optimise (:func:`ntksearch.search.objectives.as_objective`: ``None`` for the default
+      objective: what to optimise (:func:`ntksearch.search.targets.as_objective`: ``None`` for the default
         score, a proxy name, a list for a Pareto front, ...).
       seed: seeds every candidate's keys (:func:`candidate_keys`), the scoring batch and the sampler of
         :meth:`create_study`.
@@ -157,7 +157,7 @@ class ProxyObjective:
       bucketed_candidates: how many candidates were scored in their bucket's padded program.
       last_programs: the programs (``apply_fn`` objects: the candidate's, its bucket's) the last evaluation
         compiled or reused, for :class:`~ntksearch.search.compiled.ClearCompiledPrograms`.
-      objective: the parsed :class:`~ntksearch.search.objectives.Objective`.
+      objective: the parsed :class:`~ntksearch.search.targets.Objective`.
       x, y: the scoring batch. x_val, y_val: the held-out batch (one-hot), or None.
     """
 

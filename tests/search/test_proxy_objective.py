@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import ntksearch.search.objective as objective_module
+import ntksearch.search.proxy_objective as objective_module
 from ntksearch.data import load_dataset, scoring_batch
 from ntksearch.models import nb201_arch_string
 from ntksearch.proxies import DEFAULT_SCORE, PROXIES, ProxyResult, ProxyValue
@@ -37,7 +37,7 @@ def tiny(tmp_path: Path):
 
 
 def docstring_snippet() -> str:
-    """The code block of ntksearch.search.objective's docstring."""
+    """The code block of ntksearch.search.proxy_objective's docstring."""
     lines = []
     for line in objective_module.__doc__.split("::\n", 1)[1].splitlines():
         if line and not line.startswith("    "):
@@ -47,7 +47,7 @@ def docstring_snippet() -> str:
 
 
 def test_user_study_snippet_from_the_docstring(tmp_path: Path) -> None:
-    """The ≤5-line snippet of ntksearch.search.objective, run as written on a tiny space."""
+    """The ≤5-line snippet of ntksearch.search.proxy_objective, run as written on a tiny space."""
     snippet = docstring_snippet()
     usage = [line for line in snippet.splitlines() if line and not line.startswith(("import", "from"))]
     assert len(usage) <= 5
