@@ -25,11 +25,11 @@ O(q·m·D) host flops for q ≈ budget/6 deflation directions and m probes in a 
 their cost grows quadratically with the budget). Relative errors are
 |estimate − exact| / exact.
 
-Every timing here is of warm programs compiled with XLA's default optimisation (``fast_compile=False``; the
-level-0 programs a search compiles by default run 2–10× longer, :mod:`ntksearch.ntk.compile`).
+Every timing here is of warm programs compiled with XLA's default optimisation (``compile_mode="optimised"``;
+level-0 programs, :mod:`ntksearch.ntk.compile`, compile faster and run 2–10× longer).
 
-**Side by side with neural-tangents.** ntksearch's ``ntk_metrics(..., rtol=0.01)`` (``method="auto"``, the
-default budget; warm median over ``--seeds`` keys) against neural-tangents' three exact implementations
+**Side by side with neural-tangents.** ntksearch's ``ntk_metrics(..., rtol=0.01, max_matvecs=1024)``
+(``method="auto"``; warm median over ``--seeds`` keys) against neural-tangents' three exact implementations
 (JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS, STRUCTURED_DERIVATIVES), each with ``trace_axes=()`` (the full
 n × n kernel, what ntksearch estimates) and ``(-1,)`` (its default, averaged over the logits: a B × B
 kernel). neural-tangents 0.6.5, its last release, runs all three only on jax 0.4.25 with TensorFlow, so it
@@ -215,7 +215,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     for _ in range(2):  # the first call compiles; time the second
         start = time.perf_counter()
         exact = ntk_metrics(apply_fn, params, x, y, key=jax.random.PRNGKey(0), method="exact", max_matvecs=big,
-                            fast_compile=False)
+                            compile_mode="optimised")
     t_exact = time.perf_counter() - start
     ref = {q: e.value for q, e in exact.items()}
     print(
@@ -238,7 +238,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     rows = []
     for method in args.methods:
         for budget in args.budgets:
-            kw = dict(method=method, rtol=0.0, max_matvecs=budget, fast_compile=False)
+            kw = dict(method=method, rtol=0.0, max_matvecs=budget, compile_mode="optimised")
             try:
                 ntk_metrics(apply_fn, params, x, y, key=jax.random.PRNGKey(10_000), **kw)  # compile
             except ValueError as exc:  # budget below the method's minimum
@@ -284,13 +284,13 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
 
 def time_side_by_side(name: str, apply_fn: Callable, params: object, x: jax.Array, y: jax.Array | None,
                       ref: dict[str, float], n: int, args: argparse.Namespace) -> dict:
-    """ntksearch at rtol 0.01 (``method="auto"``, default budget; warm median over ``--seeds`` keys) and
+    """ntksearch at rtol 0.01 (``method="auto"``, 1024 AD passes at most; warm median over ``--seeds`` keys) and
     neural-tangents' three implementations on the same arrays (warm medians, in its own environment)."""
     times = []
     for seed in range(-1, args.seeds):  # seed -1 compiles
         start = time.perf_counter()
         est = ntk_metrics(apply_fn, params, x, y, key=jax.random.PRNGKey(10_000 + seed), rtol=0.01,
-                          fast_compile=False)
+                          max_matvecs=1024, compile_mode="optimised")
         times.append(time.perf_counter() - start)
     rtol = {"time": float(np.median(times[1:])), "method": est["trace"].method, "matvecs": est["trace"].matvecs,
             "err_trace": abs(est["trace"].value - ref["trace"]) / ref["trace"]}

@@ -8,7 +8,8 @@ digits scoring batch, in fresh processes, so nothing compiled earlier is reused 
   programs per new architecture); one process. What a search recording everything costs.
 * ``objective only``: only the default score's proxies (one NTK estimate); one process.
 * ``objective, optimised compile``: as above with the NTK programs compiled at XLA's default optimisation
-  instead of level 0 (``fast_compile: false``, :mod:`ntksearch.ntk.compile`): what compiling fast gains.
+  (``compile_mode: optimised``) instead of the default ``auto`` (level 0 unless the model has convolutions,
+  :mod:`ntksearch.ntk.compile`): what compiling fast gains.
 * ``objective, warm disk cache``: as above, run a second time with JAX's persistent compilation cache filled by
   the first run: identical architectures load their programs from disk instead of compiling.
 * ``objective, 2 workers``: two worker processes share the study through a journal-file storage (the same
@@ -68,10 +69,10 @@ def child(args: argparse.Namespace) -> None:
         if event.endswith("backend_compile_duration") else None)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     buckets = {} if args.buckets else {"buckets": None}
-    fast = not args.optimised_compile
+    mode = "optimised" if args.optimised_compile else "auto"
     objective = ProxyObjective(load_space(ROOT / "search_spaces" / f"{args.space}.yaml"), load_dataset("digits"),
                                proxies=None if args.record_all else [], seed=0, batch_size=32,
-                               ntk=NTKOptions(fast_compile=fast), linearised=LinearisedOptions(fast_compile=fast),
+                               ntk=NTKOptions(compile_mode=mode), linearised=LinearisedOptions(compile_mode=mode),
                                **buckets)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(args.journal))
     sampler = (optuna.samplers.TPESampler(seed=args.sampler_seed, n_startup_trials=10) if args.sampler == "tpe"

@@ -13,9 +13,10 @@ The public API, by layer (see ``docs/architecture.md``):
   (:class:`BucketGrid`, :func:`bucket_candidate`: one compiled program for many candidates).
 * Data and training: :func:`load_dataset`, :class:`Dataset`, :func:`scoring_batch`, :class:`TrainHParams`,
   :func:`train_model`, :func:`stable_learning_rate`.
-* Search and reports (Optuna; imported on first use so the core stays light): :class:`ProxyObjective`,
-  :func:`load_experiment`, :func:`run_search`, :func:`confirm_candidates`, :func:`leaderboard_frame`,
-  :func:`export_leaderboard`, :func:`proxy_quality`.
+* Search and reports (Optuna; imported on first use so the core stays light): :class:`ProxyObjective`
+  (:class:`ClearCompiledPrograms` bounds its compiled programs in long studies), :func:`load_experiment`,
+  :func:`run_search`, :func:`confirm_candidates`, :func:`leaderboard_frame`, :func:`export_leaderboard`,
+  :func:`proxy_quality`.
 """
 
 from importlib import import_module
@@ -26,6 +27,7 @@ from ntksearch.data import DATASETS, Dataset, DatasetNotFoundError, load_dataset
 from ntksearch.models import (
     FAMILIES,
     BucketGrid,
+    BuildError,
     BuiltModel,
     bucket_candidate,
     build_model,
@@ -67,6 +69,7 @@ __version__ = _metadata.version("ntksearch")  # one place: pyproject.toml
 
 _LAZY = {
     "ProxyObjective": "ntksearch.search",
+    "ClearCompiledPrograms": "ntksearch.search",
     "load_experiment": "ntksearch.search",
     "run_search": "ntksearch.search",
     "confirm_candidates": "ntksearch.search",
@@ -88,7 +91,9 @@ __all__ = [
     "FAMILIES",
     "PROXIES",
     "BucketGrid",
+    "BuildError",
     "BuiltModel",
+    "ClearCompiledPrograms",
     "ConfigError",
     "Dataset",
     "DatasetNotFoundError",

@@ -12,25 +12,35 @@ The type comes from the field's annotation: ``int``, ``float``, ``bool``, ``str`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ntksearch.validation import Node
 
-__all__ = ["Allowed", "parse_settings", "reference_rows", "setting"]
+__all__ = [
+    "Allowed",
+    "check_settings",
+    "check_value",
+    "declared_settings",
+    "kinds_of",
+    "parse_settings",
+    "reference_rows",
+    "setting",
+]
 
 
 @dataclass(frozen=True)
 class Allowed:
-    """What a setting allows besides its type: a range (open or closed at either end) and string choices."""
+    """What a setting allows besides its type: a range (open or closed at either end) and string choices (a
+    tuple, or a registry dict whose keys are read when a value is checked, so later registrations count)."""
 
     doc: str
     minimum: float | None = None
     maximum: float | None = None
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
-    choices: tuple[str, ...] | None = None
+    choices: Collection[str] | None = None
 
     def describe(self, kinds: frozenset[str]) -> str:
         """``[0, 1)``, ``≥ 1``, ``> 0``, ``auto, exact``... as the reference shows it."""
@@ -53,20 +63,27 @@ class Allowed:
 
 def setting(default: Any = dataclasses.MISSING, *, doc: str, minimum: float | None = None,
             maximum: float | None = None, exclusive_minimum: bool = False, exclusive_maximum: bool = False,
-            choices: tuple[str, ...] | None = None) -> Any:
+            choices: Collection[str] | None = None) -> Any:
     """A dataclass field declaring a setting (module docstring)."""
     allowed = Allowed(doc, minimum, maximum, exclusive_minimum, exclusive_maximum, choices)
     return dataclasses.field(default=default, metadata={"setting": allowed})
 
 
-def _settings(cls: type) -> Iterator[tuple[dataclasses.Field, Allowed, frozenset[str]]]:
+def kinds_of(annotation: Any) -> frozenset[str]:
+    """The type names of an annotation as a string: ``"int | None"`` → {int, None}."""
+    return frozenset(part.strip() for part in str(annotation).split("|"))
+
+
+def declared_settings(cls: type) -> Iterator[tuple[dataclasses.Field, Allowed, frozenset[str]]]:
+    """Each setting field of ``cls`` with its declaration and its type names, in field order."""
     for f in dataclasses.fields(cls):
         if "setting" in f.metadata:
-            kinds = frozenset(part.strip() for part in str(f.type).split("|"))
-            yield f, f.metadata["setting"], kinds
+            yield f, f.metadata["setting"], kinds_of(f.type)
 
 
-def _check(node: Node, allowed: Allowed, kinds: frozenset[str]) -> Any:
+def check_value(node: Node, kinds: frozenset[str], allowed: Allowed = Allowed("")) -> Any:
+    """``node``'s value checked against the type names ``kinds`` (:func:`kinds_of`) and ``allowed``; a
+    ConfigError at the node names the bad value and what is allowed."""
     value = node.value
     if value is None and "None" in kinds:
         return None
@@ -86,20 +103,23 @@ def _check(node: Node, allowed: Allowed, kinds: frozenset[str]) -> Any:
     return checked
 
 
-def parse_settings(node: Node | None, cls: type) -> Any:
-    """``cls(**values)`` from a YAML mapping whose keys are ``cls``'s settings, each checked against its
-    declaration; absent keys keep their defaults, unknown keys raise a ConfigError listing the allowed ones."""
-    if node is None:
-        return cls()
-    declared = {f.name: (allowed, kinds) for f, allowed, kinds in _settings(cls)}
+def check_settings(node: Node, cls: type) -> dict[str, Any]:
+    """The values of a YAML mapping whose keys are ``cls``'s settings, each checked against its declaration;
+    unknown keys raise a ConfigError listing the allowed ones."""
+    declared = {f.name: (allowed, kinds) for f, allowed, kinds in declared_settings(cls)}
     keys = node.mapping(optional=declared)
-    return cls(**{key: _check(node[key], *declared[key]) for key in keys})
+    return {key: check_value(node[key], declared[key][1], declared[key][0]) for key in keys}
+
+
+def parse_settings(node: Node | None, cls: type) -> Any:
+    """``cls(**values)`` from a YAML mapping (:func:`check_settings`); absent keys keep their defaults."""
+    return cls() if node is None else cls(**check_settings(node, cls))
 
 
 def reference_rows(cls: type, prefix: str) -> list[str]:
     """Markdown table rows ``| prefix.key | type | default | allowed | meaning |`` of ``cls``'s settings."""
     rows = []
-    for f, allowed, kinds in _settings(cls):
+    for f, allowed, kinds in declared_settings(cls):
         default = "required" if f.default is dataclasses.MISSING else "null" if f.default is None else f.default
         if isinstance(default, bool):
             default = str(default).lower()

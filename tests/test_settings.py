@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from ntksearch.settings import parse_settings, reference_rows, setting
+from ntksearch.settings import check_value, kinds_of, parse_settings, reference_rows, setting
 from ntksearch.validation import ConfigError, Node
 
 
@@ -52,3 +52,19 @@ def test_reference_rows_show_type_default_and_bounds() -> None:
     assert rows[2] == "| `x.beta` | float | `0.0` | [0, 1) | momentum |"
     assert rows[3] == "| `x.size` | int | `null` | ≥ 1 or null | optional size |"
     assert rows[4] == "| `x.flag` | bool | `true` | true, false | a switch |"
+
+
+@pytest.mark.parametrize(("annotation", "value", "expected"), [
+    ("int", 3, 3), ("int | None", None, None), ("float", 2, 2.0), ("str", "a", "a"), ("bool", False, False)])
+def test_values_are_checked_against_a_plain_annotation(annotation: str, value: object, expected: object) -> None:
+    got = check_value(Node(value, "cfg.yaml", "dataset.option"), kinds_of(annotation))
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize(("annotation", "value", "fragment"), [
+    ("int", 1.5, "expected an integer"), ("int", None, "expected an integer"), ("float", "x", "expected a number"),
+    ("str", 3, "expected a string")])
+def test_bad_values_for_an_annotation_name_the_key(annotation: str, value: object, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: dataset\.option: ") as info:
+        check_value(Node(value, "cfg.yaml", "dataset.option"), kinds_of(annotation))
+    assert fragment in str(info.value)

@@ -4,7 +4,7 @@ from ntksearch.models.base import BuiltModel, FamilyBuilder
 from ntksearch.models.buckets import DEFAULT_GRID, Bucketed, BucketGrid, PaddedProgram
 from ntksearch.models.flops import FlopCountError, count_flops
 from ntksearch.models.hyper import Hyper
-from ntksearch.models.layers import ACTIVATIONS, INITIALIZERS, NORMS, POOLS
+from ntksearch.models.layers import ACTIVATIONS, INITIALIZERS, NORMS, POOLS, BuildError
 from ntksearch.models.nb201 import NB201_EDGES, NB201_OPS, nb201_arch_string, nb201_edges
 from ntksearch.models.padded import PADDERS, bucket_candidate
 from ntksearch.models.registry import FAMILIES, HYPERPARAMETERS, build_model
@@ -24,6 +24,7 @@ __all__ = [
     "POOLS",
     "BucketGrid",
     "Bucketed",
+    "BuildError",
     "BuiltModel",
     "FamilyBuilder",
     "FlopCountError",

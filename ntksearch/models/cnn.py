@@ -35,6 +35,7 @@ from ntksearch.models.layers import (
     NORM,
     POOLS,
     RESIDUAL,
+    BuildError,
     Ctx,
     Identity,
     VarianceScaling,
@@ -94,7 +95,7 @@ class CNN(FamilyModel):
     def __init__(self, arch: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int, *,
                  rngs: nnx.Rngs):
         if len(input_shape) not in (2, 3):
-            raise ValueError(f"cnn needs (H, W, C) images or (T, F) sequences; got input shape {input_shape}")
+            raise BuildError(f"cnn needs (H, W, C) images or (T, F) sequences; got input shape {input_shape}")
         spatial = len(input_shape) - 1
         init = make_init(arch["init"], arch["init_scale"])
         c_in = input_shape[-1]

@@ -36,6 +36,7 @@ __all__ = [
     "INITIALIZERS",
     "NORMS",
     "POOLS",
+    "BuildError",
     "Constant",
     "Ctx",
     "Identity",
@@ -50,6 +51,12 @@ __all__ = [
 ]
 
 Array = jax.Array
+
+
+class BuildError(ValueError):
+    """A candidate cannot be built: its hyperparameters do not combine with each other or with the input
+    shape (a search marks the trial failed and goes on; any other exception is a bug and propagates)."""
+
 
 # -- activations -------------------------------------------------------------------------------------------
 
@@ -325,7 +332,7 @@ def as_sequence(x: Array) -> Array:
 def sequence_shape(family: str, input_shape: tuple[int, ...]) -> tuple[int, int]:
     """(T, F) of a sequence model's input: images (H, W, C) → (H, W·C); sequences (T, F) as they are."""
     if len(input_shape) not in (2, 3):
-        raise ValueError(f"{family} reads (H, W, C) images or (T, F) sequences; got input shape {input_shape}")
+        raise BuildError(f"{family} reads (H, W, C) images or (T, F) sequences; got input shape {input_shape}")
     return input_shape[0], math.prod(input_shape[1:])
 
 

@@ -37,6 +37,7 @@ from ntksearch.models.layers import (
     INIT,
     INIT_SCALE,
     NORM,
+    BuildError,
     Ctx,
     VarianceScaling,
     conv,
@@ -129,11 +130,11 @@ def nb201_edges(arch: str) -> dict[str, str]:
         for i, entry in enumerate(entries):
             op, _, source = entry.rpartition("~")
             if source != str(i) or op not in NB201_OPS:
-                raise ValueError(f"bad NB201 edge {entry!r} in {arch!r}; expected 'op~{i}' with op one of: "
+                raise BuildError(f"bad NB201 edge {entry!r} in {arch!r}; expected 'op~{i}' with op one of: "
                                  f"{', '.join(NB201_OPS)}")
             edges[f"edge_{j}_{i}"] = op
     if len(nodes) != 3 or set(edges) != set(NB201_EDGES):
-        raise ValueError(f"bad NB201 arch string {arch!r}; expected |op~0|+|op~0|op~1|+|op~0|op~1|op~2|")
+        raise BuildError(f"bad NB201 arch string {arch!r}; expected |op~0|+|op~0|op~1|+|op~0|op~1|op~2|")
     return edges
 
 
@@ -179,7 +180,7 @@ class NB201(FamilyModel):
     def __init__(self, arch: Mapping[str, Any], input_shape: tuple[int, ...], n_classes: int, *,
                  rngs: nnx.Rngs):
         if len(input_shape) != 3:
-            raise ValueError(f"nb201 needs (H, W, C) images; got input shape {input_shape}")
+            raise BuildError(f"nb201 needs (H, W, C) images; got input shape {input_shape}")
         init = make_init(arch["init"], arch["init_scale"])
         c = arch["C"]
         self.stem = conv(input_shape[-1], c, 3, 1, init, rngs, use_bias=False)
@@ -214,6 +215,6 @@ def build(point: Mapping[str, Any], *, input_shape: tuple[int, ...], n_classes: 
     if "arch" in point:
         given = sorted(set(point) & set(NB201_EDGES))
         if given:
-            raise ValueError(f"give the nb201 cell either as 'arch' or as edges, not both (got {given})")
+            raise BuildError(f"give the nb201 cell either as 'arch' or as edges, not both (got {given})")
         point = {**{k: v for k, v in point.items() if k != "arch"}, **nb201_edges(point["arch"])}
     return _build(point, input_shape=input_shape, n_classes=n_classes, key=key)

@@ -43,8 +43,9 @@ def build_model(family: str, point: Mapping[str, Any], *, input_shape: tuple[int
       key: PRNG key of the initialisation; the parameters are a deterministic function of it.
 
     Raises:
-      ValueError: unknown family or input shape the family cannot read; ``ConfigError`` (a ValueError)
-        for unknown hyperparameters or disallowed values.
+      ValueError: unknown family. BuildError (a ValueError): hyperparameters that do not combine, or an input
+        shape the family cannot read. ``ConfigError`` (a ValueError) for unknown hyperparameters or disallowed
+        values.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; choose one of: {', '.join(FAMILIES)}")

@@ -1,10 +1,11 @@
 """Matrix-free empirical NTK: operator, randomised estimators, spectra, linearised training and dense references
 (pure JAX)."""
 
-from ntksearch.ntk.estimators import METHODS, QUANTITIES, Estimate, NonFiniteModelError, ntk_metrics
+from ntksearch.ntk.estimators import QUANTITIES, Estimate, NonFiniteModelError, ntk_metrics
 from ntksearch.ntk.exact import ExactNTKStats, exact_jacobian, exact_ntk, exact_ntk_stats
 from ntksearch.ntk.linearised import LinearisedKernel, LinearisedMetrics, linearise_kernel, linearised_metrics
 from ntksearch.ntk.operator import NTKOperator, jvp_batch, kvp_batch, vjp_batch
+from ntksearch.ntk.options import METHODS, LinearisedOptions, NTKOptions
 
 __all__ = [
     "METHODS",
@@ -13,7 +14,9 @@ __all__ = [
     "ExactNTKStats",
     "LinearisedKernel",
     "LinearisedMetrics",
+    "LinearisedOptions",
     "NTKOperator",
+    "NTKOptions",
     "NonFiniteModelError",
     "exact_jacobian",
     "exact_ntk",

@@ -2,25 +2,33 @@
 
 Scoring a candidate runs its product kernel a few dozen times on a small batch, so a cold search spends most
 of its time compiling (XLA:CPU's LLVM back end), not running. :func:`jitted` gives the same function compiled
-either way. Measured on the shipped spaces (2-core CPU, digits batch of 32, one product kernel per
-candidate): level 0 compiles in 0.3–0.7× the time, and its programs run 2–10× longer (elementwise code
-and loops lose vectorisation; matrix products and convolutions call the same library kernels); the values
-agree up to float rounding. Level 0 pays when a program runs for less than the compile time it saves: the
-estimates of a search (the metric functions' ``fast_compile=True``, their default); a long estimate on a
-large batch (thousands of products) runs faster optimised.
+either way; the values agree up to float rounding. Measured with the default score on the shipped spaces
+(2-core CPU, digits batch of 32, 10 random candidates each, ``benchmarks/search_throughput.py``): level 0
+halves the compile time of every family; its programs run 2–10× longer (elementwise code, loops and the
+products of convolutions lose vectorisation). Net: MLP searches 1.56× faster, recurrent ones unchanged
+(0.98×), convolutional ones 0.60× (the slower convolutions cost more than the compile saves). Hence the
+``compile_mode`` of the metric functions and of :class:`~ntksearch.ntk.options.NTKOptions` /
+:class:`~ntksearch.ntk.options.LinearisedOptions`: ``"fast"`` (level 0), ``"optimised"`` (XLA's default) or
+``"auto"`` (the default: fast unless the model's forward pass has a convolution, :func:`compiles_fast`). A long
+estimate on a large batch (thousands of products of one model) runs faster ``"optimised"``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
 
 import jax
+from jax.extend.core import jaxprs_in_params
 
-__all__ = ["FAST_COMPILE_OPTIONS", "jitted"]
+from ntksearch.ntk.operator import ApplyFn, Array, Params
+from ntksearch.ntk.options import COMPILE_MODES
+
+__all__ = ["FAST_COMPILE_OPTIONS", "compiles_fast", "jitted"]
 
 FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0}
+_SLOW_AT_LEVEL_0 = frozenset({"conv_general_dilated"})
 
 
 @cache
@@ -31,3 +39,22 @@ def jitted(fn: Callable[..., Any], *, fast: bool, static_argnames: tuple[str, ..
     program per argument signature.
     """
     return jax.jit(fn, static_argnames=static_argnames, compiler_options=FAST_COMPILE_OPTIONS if fast else None)
+
+
+def compiles_fast(mode: str, apply_fn: ApplyFn, params: Params, x: Array) -> bool:
+    """Whether ``compile_mode`` ``mode`` compiles the programs of ``apply_fn`` at ``(params, x)`` at level 0:
+    ``"fast"`` yes, ``"optimised"`` no, ``"auto"`` unless its forward pass (traced once, nested calls and loop
+    bodies included) has a convolution."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile_mode {mode!r}; allowed: {', '.join(COMPILE_MODES)}")
+    if mode != "auto":
+        return mode == "fast"
+    jaxpr = jax.make_jaxpr(apply_fn)(params, x).jaxpr
+    return _SLOW_AT_LEVEL_0.isdisjoint(_primitives(jaxpr))
+
+
+def _primitives(jaxpr: Any) -> Iterator[str]:
+    for eqn in jaxpr.eqns:
+        yield eqn.primitive.name
+        for sub in jaxprs_in_params(eqn.params):
+            yield from _primitives(sub)

@@ -21,7 +21,8 @@ probes zᵢ (E[zzᵀ] = I, so E[Πz zᵀΠ] = Π), images Zᵢ = MΠzᵢ:
     ‖ΠAΠ‖²_F     ≈ mean_{i≠j} (Zᵢ·Zⱼ)²                  (two-probe cross moment, independent zᵢ, zⱼ)
     tr(ΠA²Π)     ≈ mean_i ‖A Π zᵢ‖²                      (Hutchinson on A², costs one pass of the other mode)
 
-Each is unbiased. The methods differ only in Q and in the tr A² residual:
+Each is unbiased. The methods differ only in Q and in the tr A² residual (:func:`ntksearch.ntk.plan.plan_estimate`
+resolves a method and a budget into these choices before any product is taken; this module executes the plan):
 
 =============  ======  =============================================  ========================  ==========
 method         side    Q                                              tr A² residual            AD modes
@@ -86,8 +87,11 @@ import numpy as np
 from jax.sharding import AxisType, Mesh
 from threadpoolctl import threadpool_limits
 
+from ntksearch.ntk.compile import compiles_fast
 from ntksearch.ntk.kernel import NonFiniteModelError, ProbeKernel, ProbeProducts, dense_point, probe_products
-from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, smaller_side, vjp_batch
+from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, vjp_batch
+from ntksearch.ntk.options import METHODS, CompileMode, Method, NTKOptions
+from ntksearch.ntk.plan import QUANTITIES, EstimatePlan, plan_estimate, requested_quantities
 
 __all__ = [
     "METHODS",
@@ -104,8 +108,7 @@ __all__ = [
     "probe_products",
 ]
 
-METHODS = ("auto", "exact", "hutchinson", "hutch++", "forward", "reverse")
-QUANTITIES = ("trace", "frobenius", "effective_rank", "label_alignment", "label_alignment_centred")
+_DEFAULTS = NTKOptions()  # the keyword defaults of ntk_metrics
 
 
 @dataclass(frozen=True)
@@ -140,144 +143,6 @@ class Estimate:
     def matvecs(self) -> int:
         """Total AD passes (JVPs + VJPs)."""
         return self.n_jvp + self.n_vjp
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Planning (static)
-
-
-@dataclass(frozen=True)
-class EstimatePlan:
-    """Everything static about one estimate.
-
-    Attributes:
-      method: concrete method name.
-      side: ``"state"`` (probes in Rⁿ, VJP images) or ``"param"`` (probes in Rᵖ, JVP images).
-      dim: the probed dimension d (n or p).
-      sketch: ``"none" | "random" | "range" | "identity"`` (the deflation block Q).
-      sketch_size: q (d for ``identity``).
-      square: the tr A² residual is Hutchinson on A² (one pass of the other mode per probe), else the cross
-        moment.
-      block_size: probe rows per kernel call (blocks of the adaptive loop; chunks of the fixed part).
-      min_blocks, max_blocks: the adaptive loop's bounds (max from the budget).
-      wanted: indices into ``QUANTITIES`` that are returned and must reach ``rtol``.
-      n_labels: 0 without targets, 2 with (raw and centred).
-      mesh: a 1-d device mesh (axis ``"probes"``) over which every block of probes is split, or None for one
-        device. Blocks are zero-padded to a multiple of its size, so the probes — and the results — do not
-        depend on the number of devices.
-      dense: products through the dense per-example Jacobian (:class:`ProbeKernel` ``point``); the pass
-        counts then count the products' rows as if they were AD passes.
-    """
-
-    method: str
-    side: str
-    dim: int
-    sketch: str
-    sketch_size: int
-    square: bool
-    block_size: int
-    min_blocks: int
-    max_blocks: int
-    wanted: tuple[int, ...]
-    n_labels: int
-    mesh: Mesh | None = None
-    dense: bool = False
-
-    @property
-    def fixed_passes(self) -> tuple[int, int]:
-        """(main-mode, other-mode) passes of the fixed part."""
-        q = self.sketch_size
-        if self.sketch == "none":
-            return 0, 0
-        if self.sketch == "identity":
-            return q, q if self.square else 0
-        main = q * (2 if self.sketch == "range" else 1)  # range: A·S then M·Q
-        other = (q if self.sketch == "range" else 0) + (q if self.square else 0)
-        return main, other
-
-    def passes(self, n_blocks: int) -> tuple[int, int]:
-        """(n_jvp, n_vjp) after ``n_blocks`` blocks, including the label VJPs."""
-        main, other = self.fixed_passes
-        main += n_blocks * self.block_size
-        other += n_blocks * self.block_size if self.square else 0
-        n_jvp, n_vjp = (other, main) if self.side == "state" else (main, other)
-        return n_jvp, n_vjp + self.n_labels
-
-
-def plan_estimate(
-    method: str,
-    n: int,
-    p: int,
-    *,
-    max_matvecs: int,
-    wanted: Sequence[str],
-    n_labels: int,
-    min_blocks: int = 4,
-    sketch_size: int | None = None,
-    block_size: int | None = None,
-    mesh: Mesh | None = None,
-    dense: bool = False,
-) -> EstimatePlan:
-    """Resolve a method, its side, sketch and block sizes and the budget into an :class:`EstimatePlan`.
-
-    ``dense``: the products will go through a dense Jacobian, which makes ``exact`` the cheapest method:
-    ``auto`` then picks it whenever its passes fit in ``max_matvecs``.
-
-    Raises ValueError for unknown methods, bad sizes and budgets too small for ``min_blocks`` blocks.
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown NTK estimation method {method!r}; allowed: {', '.join(METHODS)}")
-    if max_matvecs < 1:
-        raise ValueError(f"max_matvecs must be a positive number of AD passes, got {max_matvecs}")
-    if min_blocks < 2:
-        raise ValueError(f"min_blocks must be ≥ 2 to estimate a standard error, got {min_blocks}")
-    idx = tuple(QUANTITIES.index(q) for q in wanted)
-    need_f2 = tuple(wanted) != ("trace",)
-    small_side, d_small = smaller_side(n, p), min(n, p)
-    if method == "auto":
-        method = _auto_method(n, p, max_matvecs, need_f2, dense)
-    if method == "exact":
-        block = min(d_small, 4 if dense else 64)  # dense: one Gram matrix replaces the blocks; only labels use it
-        plan = EstimatePlan("exact", small_side, d_small, "identity", d_small, need_f2, block, 0, 0, idx, n_labels,
-                            mesh, dense)
-        cost = sum(plan.passes(0))
-        if cost > max_matvecs:
-            raise ValueError(
-                f"exact NTK needs {cost} AD passes (min(n, p) = {d_small}, twice when tr K² is wanted, plus "
-                f"{n_labels} label VJPs) but max_matvecs = {max_matvecs}; raise the budget or use a randomised method"
-            )
-        return plan
-    side = {"hutchinson": "state", "reverse": "state", "forward": "param"}.get(method, small_side)
-    dim = n if side == "state" else p
-    if block_size is None:
-        block_size = int(min(16, max(2, max_matvecs // 32)))
-    if block_size < 2:
-        raise ValueError(f"block_size must be ≥ 2 (pairs of probes estimate tr K²), got {block_size}")
-    if method == "hutchinson":
-        sketch, q, square = "none", 0, False
-    elif method in ("forward", "reverse"):
-        sketch, q, square = "random", max_matvecs // 6 if sketch_size is None else sketch_size, False
-    else:  # hutch++: the sketch costs 3q passes (4q with tr A²)
-        sketch, q, square = "range", max(1, max_matvecs // 8 if sketch_size is None else sketch_size), need_f2
-    q = min(q, dim)
-    plan = EstimatePlan(method, side, dim, sketch, q, square, block_size, min_blocks, 0, idx, n_labels, mesh, dense)
-    left = max_matvecs - sum(plan.passes(0))
-    block_cost = block_size * (2 if square else 1)
-    if left < min_blocks * block_cost:
-        raise ValueError(
-            f"max_matvecs = {max_matvecs} leaves {left} passes after the fixed part ({sum(plan.passes(0))}), fewer "
-            f"than min_blocks × block cost = {min_blocks} × {block_cost}; raise max_matvecs or lower "
-            "sketch_size/block_size"
-        )
-    return EstimatePlan(method, side, dim, sketch, q, square, block_size, min_blocks, left // block_cost, idx,
-                        n_labels, mesh, dense)
-
-
-def _auto_method(n: int, p: int, max_matvecs: int, need_f2: bool, dense: bool) -> str:
-    """Exact when its passes fit in half the budget (the whole budget with dense products), else Hutch++."""
-    if min(n, p) * (2 if need_f2 else 1) <= (max_matvecs if dense else max_matvecs // 2):
-        return "exact"
-    return "hutch++"
 
 
 def _scaled_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -386,17 +251,20 @@ def ntk_metrics(
     y: Array | None = None,
     *,
     key: Array,
-    method: str = "auto",
-    rtol: float = 0.02,
-    max_matvecs: int = 1024,
+    method: Method = _DEFAULTS.method,
+    rtol: float = _DEFAULTS.rtol,
+    max_matvecs: int = _DEFAULTS.max_matvecs,
     quantities: Sequence[str] | None = None,
     min_blocks: int = 4,
-    sketch_size: int | None = None,
+    sketch_size: int | None = _DEFAULTS.sketch_size,
     block_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
-    fast_compile: bool = True,
+    compile_mode: CompileMode = _DEFAULTS.compile_mode,
 ) -> dict[str, Estimate]:
     """Estimate NTK quantities of ``apply_fn`` at ``(params, x)`` without forming J or K.
+
+    The defaults of ``method``, ``rtol``, ``max_matvecs`` and ``sketch_size`` are :class:`NTKOptions`'
+    (``ntk_metrics(..., **options.estimator_arguments())`` runs at given options).
 
     Args:
       apply_fn: ``apply_fn(params, x) -> array`` of any shape; its flattened size is n.
@@ -415,9 +283,9 @@ def ntk_metrics(
       devices: devices to split every block of probes over (default: all local devices of the default
         backend; one device means no splitting). Results do not depend on the number of devices beyond
         floating-point summation order.
-      fast_compile: compile the product kernel at XLA's level 0 (:mod:`ntksearch.ntk.compile`): about half the
-        compile time of a new model, its products run 2–10× longer; false when one model is estimated many
-        times or with thousands of products.
+      compile_mode: ``"fast"``, ``"optimised"`` or ``"auto"``, how the product kernel compiles
+        (:mod:`ntksearch.ntk.compile`: level 0 halves a new model's compile time, its products run 2–10×
+        longer; ``"optimised"`` when one model is estimated many times or with thousands of products).
 
     Returns:
       ``{"trace", "frobenius", "effective_rank"}`` and, when y is given, ``"label_alignment"`` and
@@ -434,15 +302,16 @@ def ntk_metrics(
             f"y has shape {tuple(jnp.shape(y))} but apply_fn(params, x) has shape {op.out_shape}; "
             "targets must match the model output (e.g. one-hot labels for a classifier)"
         )
-    wanted = _requested(quantities, y is not None)
+    wanted = requested_quantities(quantities, y is not None)
     n_labels = 2 if any(q.startswith("label") for q in wanted) else 0
     mesh = probe_mesh(devices)
-    point = dense_point(apply_fn, params, x, mesh, fast_compile=fast_compile)
+    fast = compiles_fast(compile_mode, apply_fn, params, x)
+    point = dense_point(apply_fn, params, x, mesh, fast_compile=fast)
     plan = plan_estimate(method, op.n, op.p, max_matvecs=max_matvecs, wanted=wanted, n_labels=n_labels,
                          min_blocks=min_blocks, sketch_size=sketch_size, block_size=block_size, mesh=mesh,
                          dense=point is not None)
     kernel = ProbeKernel(apply_fn, params, x, side=plan.side, block_size=plan.block_size, dim=plan.dim, mesh=mesh,
-                         point=point, fast_compile=fast_compile)
+                         point=point, fast_compile=fast)
     with threadpool_limits(1, user_api="blas"):  # small host matrices; threaded BLAS beside XLA only thrashes
         return _estimate(op, kernel, plan, y, key, rtol)
 
@@ -483,13 +352,3 @@ def probe_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh | None:
     if len(devices) <= 1:
         return None
     return Mesh(np.asarray(devices), ("probes",), axis_types=(AxisType.Auto,))
-
-
-def _requested(quantities: Sequence[str] | None, has_y: bool) -> tuple[str, ...]:
-    available = QUANTITIES if has_y else QUANTITIES[:3]
-    if quantities is None:
-        return available
-    for q in quantities:
-        if q not in available:
-            raise ValueError(f"unknown or unavailable quantity {q!r}; allowed here: {', '.join(available)}")
-    return tuple(quantities)

@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ntksearch.ntk.compile import jitted
 from ntksearch.ntk.jacobian import dense_jacobian, dense_jacobian_pays
-from ntksearch.ntk.operator import ApplyFn, Array, Params, linearize
+from ntksearch.ntk.operator import ApplyFn, Array, Params, Side, linearize
 
 __all__ = [
     "NonFiniteModelError",
@@ -107,7 +107,7 @@ def _on_devices(fn, rows: Array, mesh: Mesh | None) -> Array:
     return fn(padded)[: rows.shape[0]]
 
 
-def _probe_products(apply_fn: ApplyFn, params: Params, x: Array, z: Array, *, side: str, adjoint: bool,
+def _probe_products(apply_fn: ApplyFn, params: Params, x: Array, z: Array, *, side: Side, adjoint: bool,
                     mesh: Mesh | None = None) -> ProbeProducts:
     """All Jacobian products one estimator step needs, for a block of probe rows z (b, d).
 
@@ -123,7 +123,7 @@ def _probe_products(apply_fn: ApplyFn, params: Params, x: Array, z: Array, *, si
     return _products(img, adj, lin.z)
 
 
-def _dense_probe_products(jac: Array, outputs: Array, z: Array, *, side: str, adjoint: bool) -> ProbeProducts:
+def _dense_probe_products(jac: Array, outputs: Array, z: Array, *, side: Side, adjoint: bool) -> ProbeProducts:
     """:func:`probe_products` through a dense Jacobian ``jac`` (n, p) at the point whose output is ``outputs``
     (n,): images z J (``"state"``) or z Jᵀ (``"param"``), adjoint images by the transposed product; 2·b·n·p
     flops each. Pure and jit-compiled; keyed on side, adjoint and shapes."""
@@ -133,7 +133,7 @@ def _dense_probe_products(jac: Array, outputs: Array, z: Array, *, side: str, ad
     return _products(img, adj, outputs)
 
 
-def _gram_norms(jac: Array, *, side: str, square: bool) -> Array:
+def _gram_norms(jac: Array, *, side: Side, square: bool) -> Array:
     """(2,) ‖J‖_F and, when ``square``, ‖A‖_F for the Gram matrix on ``side`` (A = J Jᵀ on ``"state"``, JᵀJ on
     ``"param"``; else 0): the exact tr A = ‖J‖²_F and tr A² = ‖A‖²_F, squared on the host (scale-free here)."""
     if not square:
@@ -193,7 +193,7 @@ class ProbeKernel:
     at XLA's level 0 (:mod:`ntksearch.ntk.compile`).
     """
 
-    def __init__(self, apply_fn: ApplyFn, params: Params, x: Array, *, side: str, block_size: int, dim: int,
+    def __init__(self, apply_fn: ApplyFn, params: Params, x: Array, *, side: Side, block_size: int, dim: int,
                  mesh: Mesh | None, point: tuple[Array, Array] | Literal["auto"] | None = "auto",
                  fast_compile: bool = False):
         if isinstance(point, str):

@@ -63,23 +63,28 @@ import jax.numpy as jnp
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ntksearch.ntk.compile import compiles_fast
 from ntksearch.ntk.estimators import NonFiniteModelError, ProbeKernel, host_rng, probe_mesh
 from ntksearch.ntk.lanczos import Lanczos, ritz
 from ntksearch.ntk.linearised_dynamics import LinearisedKernel, LinearisedMetrics, check_setting
 from ntksearch.ntk.operator import ApplyFn, Array, Params
+from ntksearch.ntk.options import CompileMode, LinearisedOptions
 from ntksearch.ntk.spectra import rayleigh_ritz_top
 
 __all__ = ["DEFAULT_MAX_MATVECS", "LinearisedKernel", "LinearisedMetrics", "linearise_kernel", "linearised_metrics"]
 
-DEFAULT_MAX_MATVECS = 128
+_DEFAULTS = LinearisedOptions()  # the keyword defaults of linearise_kernel and linearised_metrics
+DEFAULT_MAX_MATVECS = _DEFAULTS.max_matvecs
 VAL_BLOCK = 8  # Lanczos vectors pushed through the JVPs on B per kernel call
 
 
 def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train: Array, x_val: Array | None = None,
-                     y_val: Array | None = None, *, key: Array, learning_rate: float | str = "auto", steps: int = 100,
-                     ridge: float = 1e-3, momentum: float = 0.0, lr_fraction: float = 0.5,
-                     max_matvecs: int = DEFAULT_MAX_MATVECS, rtol: float = 1e-3, block_size: int = 2,
-                     fast_compile: bool = True) -> LinearisedKernel:
+                     y_val: Array | None = None, *, key: Array, learning_rate: float | str = _DEFAULTS.learning_rate,
+                     steps: int = _DEFAULTS.steps, ridge: float = _DEFAULTS.ridge, momentum: float = _DEFAULTS.momentum,
+                     lr_fraction: float = _DEFAULTS.lr_fraction, max_matvecs: int = _DEFAULTS.max_matvecs,
+                     rtol: float = _DEFAULTS.rtol, block_size: int = 2,
+                     compile_mode: CompileMode = _DEFAULTS.compile_mode,
+                     ) -> LinearisedKernel:
     """Run Lanczos on K_AA from r₀ (and K_BA on its basis) until the given setting has settled (module docstring).
 
     Args:
@@ -90,11 +95,13 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
       learning_rate, steps, ridge, momentum, lr_fraction: the setting the stopping rule watches (any other
         setting can be evaluated afterwards with :meth:`LinearisedKernel.metrics`).
       max_matvecs: the most K_AA products on Lanczos vectors (Lanczos steps, the Krylov dimension k).
-      rtol: stop once the setting's quantities changed by ≤ rtol relative (0: run all ``max_matvecs`` steps).
+      rtol: stop once the setting's quantities changed by ≤ rtol relative (0: run all ``max_matvecs`` steps;
+        the default, :class:`ntksearch.ntk.options.LinearisedOptions`' 1e-2 as every keyword default here, is a
+        ranking tolerance: pass 1e-3 or less for a measurement).
       block_size: b, rows per kernel call on A: the Lanczos vector and b − 1 trace probes (16 reuses the
         estimators' compiled program; 2, the default, costs the least per step where products are compute-bound).
-      fast_compile: compile the products at XLA's level 0 (:mod:`ntksearch.ntk.compile`: about half the compile
-        time, slower runs; false for long runs on large batches).
+      compile_mode: how the products compile (:mod:`ntksearch.ntk.compile`: ``"fast"`` halves the compile time
+        and runs slower; ``"optimised"`` for long runs on large batches; ``"auto"``).
 
     Raises:
       ValueError: bad shapes or settings. NonFiniteModelError: non-finite model outputs or products.
@@ -110,9 +117,10 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
     y = np.asarray(y_train, np.float64)
     n, n_classes = y.size, y.shape[1]
     mesh = probe_mesh()
+    fast = compiles_fast(compile_mode, apply_fn, params, x_train)
     kernel = ProbeKernel(apply_fn, params, x_train, side="state", block_size=block_size, dim=n, mesh=mesh,
-                         fast_compile=fast_compile)
-    held_out = None if labels is None else _HeldOut(apply_fn, params, x_val, mesh, fast_compile)
+                         fast_compile=fast)
+    held_out = None if labels is None else _HeldOut(apply_fn, params, x_val, mesh, fast)
     probe_rng = host_rng(key, 1)
     draw = lambda count: probe_rng.choice(np.array([-1, 1], np.int8), size=(count, n))
     lanczos = Lanczos(n, max_matvecs, block_size * (max_matvecs + 1), host_rng(key, 2))
@@ -146,9 +154,11 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
 
 
 def linearised_metrics(apply_fn: ApplyFn, params: Params, x_train: Array, y_train: Array, x_val: Array | None,
-                       y_val: Array | None, *, key: Array, learning_rate: float | str = "auto", steps: int = 100,
-                       ridge: float = 1e-3, max_matvecs: int = DEFAULT_MAX_MATVECS, lr_fraction: float = 0.5,
-                       momentum: float = 0.0, rtol: float = 1e-3, block_size: int = 2, fast_compile: bool = True
+                       y_val: Array | None, *, key: Array, learning_rate: float | str = _DEFAULTS.learning_rate,
+                       steps: int = _DEFAULTS.steps, ridge: float = _DEFAULTS.ridge,
+                       max_matvecs: int = _DEFAULTS.max_matvecs, lr_fraction: float = _DEFAULTS.lr_fraction,
+                       momentum: float = _DEFAULTS.momentum, rtol: float = _DEFAULTS.rtol, block_size: int = 2,
+                       compile_mode: CompileMode = _DEFAULTS.compile_mode,
                        ) -> LinearisedMetrics:
     """The linearised network's train loss, held-out loss and accuracy after ``steps`` steps, and the NTK
     complexity (definitions in the module docstring), matrix-free.
@@ -159,7 +169,7 @@ def linearised_metrics(apply_fn: ApplyFn, params: Params, x_train: Array, y_trai
     """
     kernel = linearise_kernel(apply_fn, params, x_train, y_train, x_val, y_val, key=key, learning_rate=learning_rate,
                               steps=steps, ridge=ridge, momentum=momentum, lr_fraction=lr_fraction,
-                              max_matvecs=max_matvecs, rtol=rtol, block_size=block_size, fast_compile=fast_compile)
+                              max_matvecs=max_matvecs, rtol=rtol, block_size=block_size, compile_mode=compile_mode)
     return kernel.metrics(learning_rate, steps, ridge, momentum=momentum, lr_fraction=lr_fraction)
 
 

@@ -26,10 +26,12 @@ from threadpoolctl import threadpool_limits
 
 from ntksearch.ntk.estimators import Estimate
 from ntksearch.ntk.lanczos import gauss_radau, ritz
+from ntksearch.ntk.options import LinearisedOptions
 
 __all__ = ["QUANTITIES", "LinearisedKernel", "LinearisedMetrics", "check_setting"]
 
 QUANTITIES = ("train_loss", "val_loss", "val_accuracy", "complexity")
+_DEFAULTS = LinearisedOptions()  # the setting LinearisedKernel.metrics evaluates by default
 _NODE = 1e-12  # the Gauss–Radau node sits at −_NODE · θ_max: below every eigenvalue of the PSD K_AA
 
 
@@ -104,8 +106,9 @@ class LinearisedKernel:
         """k, the Krylov dimension."""
         return self.tridiagonal.shape[0]
 
-    def metrics(self, learning_rate: float | str = "auto", steps: int = 100, ridge: float = 1e-3, *,
-                momentum: float = 0.0, lr_fraction: float = 0.5) -> LinearisedMetrics:
+    def metrics(self, learning_rate: float | str = _DEFAULTS.learning_rate, steps: int = _DEFAULTS.steps,
+                ridge: float = _DEFAULTS.ridge, *, momentum: float = _DEFAULTS.momentum,
+                lr_fraction: float = _DEFAULTS.lr_fraction) -> LinearisedMetrics:
         """The linearised quantities at one setting (module docstring), with error indicators from the last step.
 
         Raises ValueError for a bad setting (learning_rate ≤ 0, steps ≤ 0, ridge ≤ 0, momentum ∉ [0, 1)...).

@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,11 +37,13 @@ from jax.flatten_util import ravel_pytree
 Array = jax.Array
 Params = Any
 ApplyFn = Callable[[Params, Array], Array]
+Side = Literal["state", "param"]  # probes in Rⁿ (images Jᵀu, VJPs) or in Rᵖ (images J w, JVPs)
 
 __all__ = [
     "ApplyFn",
     "Linearization",
     "NTKOperator",
+    "Side",
     "adjoint_images",
     "checked_output",
     "checked_params",
@@ -76,11 +78,11 @@ class Linearization(NamedTuple):
     jvp: Callable[[Array], Array]  # (p,) -> (n,)
     vjp: Callable[[Array], Array]  # (n,) -> (p,)
 
-    def images(self, side: str, w: Array) -> Array:
+    def images(self, side: Side, w: Array) -> Array:
         """(b, d) probes → (b, D) images: Jᵀu on the ``"state"`` side, J w on the ``"param"`` side."""
         return jax.vmap(self.vjp if side == "state" else self.jvp)(w)
 
-    def adjoint_images(self, side: str, img: Array) -> Array:
+    def adjoint_images(self, side: Side, img: Array) -> Array:
         """(b, D) images M w → (b, d) products A w = Mᵀ(M w) (K u or JᵀJ w), one pass of the other mode."""
         return jax.vmap(self.jvp if side == "state" else self.vjp)(img)
 
@@ -134,12 +136,12 @@ def kvp_batch(apply_fn: ApplyFn, params: Params, x: Array, u: Array) -> Array:
     return jax.vmap(lambda ui: f_jvp(f_vjp(ui.astype(z.dtype))[0]))(u)
 
 
-def smaller_side(n: int, p: int) -> str:
+def smaller_side(n: int, p: int) -> Side:
     """``"state"`` when n ≤ p, else ``"param"``: the side whose Gram matrix (K or JᵀJ) is smaller."""
     return "state" if n <= p else "param"
 
 
-def images(side: str, apply_fn: ApplyFn, params: Params, x: Array, w: Array) -> Array:
+def images(side: Side, apply_fn: ApplyFn, params: Params, x: Array, w: Array) -> Array:
     """Probe images on one side: (b, n) → (b, p) Jᵀu for ``"state"``; (b, p) → (b, n) J w for ``"param"``.
 
     With M the map w ↦ image, A = MᵀM is K (state side) or JᵀJ (param side); both have trace ‖J‖²_F.
@@ -148,7 +150,7 @@ def images(side: str, apply_fn: ApplyFn, params: Params, x: Array, w: Array) -> 
     return fn(apply_fn, params, x, w)
 
 
-def adjoint_images(side: str, apply_fn: ApplyFn, params: Params, x: Array, img: Array) -> Array:
+def adjoint_images(side: Side, apply_fn: ApplyFn, params: Params, x: Array, img: Array) -> Array:
     """Images M w → A w = Mᵀ(M w): K u = J(Jᵀu) on the state side, JᵀJ w on the param side.
 
     One pass of the *other* AD mode per row: (b, p) → (b, n) by JVP, or (b, n) → (b, p) by VJP.

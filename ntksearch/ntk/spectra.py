@@ -23,12 +23,15 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ntksearch.ntk.compile import compiles_fast
 from ntksearch.ntk.estimators import Estimate, NonFiniteModelError, ProbeKernel, host_rng, probe_mesh
 from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, smaller_side
+from ntksearch.ntk.options import CompileMode, NTKOptions
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "lambda_max", "rayleigh_ritz_top"]
 
 DEFAULT_BLOCK_SIZE = 16  # the trace estimators' block size at their default budgets: their kernel is reused
+_DEFAULTS = NTKOptions()  # max_iters and rtol default to its lanczos_iters and lanczos_rtol
 
 
 def rayleigh_ritz_top(basis: np.ndarray, images: np.ndarray) -> tuple[float, float]:
@@ -53,19 +56,22 @@ def lambda_max(
     x: Array,
     *,
     key: Array,
-    max_iters: int = 30,
-    rtol: float = 1e-3,
+    max_iters: int = _DEFAULTS.lanczos_iters,
+    rtol: float = _DEFAULTS.lanczos_rtol,
     block_size: int = DEFAULT_BLOCK_SIZE,
-    fast_compile: bool = True,
+    compile_mode: CompileMode = _DEFAULTS.compile_mode,
 ) -> Estimate:
     """Largest eigenvalue of the empirical NTK of ``apply_fn`` at ``(params, x)`` (block Krylov, see above).
+
+    ``max_iters`` and ``rtol`` default to :class:`NTKOptions`' ``lanczos_iters`` and ``lanczos_rtol``
+    (``lambda_max(..., **options.spectrum_arguments())`` runs at given options).
 
     Args:
       key: PRNG key for the starting block.
       max_iters: block steps at most (each: b JVPs + b VJPs); the basis never exceeds d = min(n, p) vectors.
       rtol: stop once the Ritz residual norm ‖A s − θ s‖ ≤ rtol · θ (``converged``).
       block_size: b, vectors per step (capped at d).
-      fast_compile: compile at XLA's level 0 (:mod:`ntksearch.ntk.compile`).
+      compile_mode: how the products compile (:mod:`ntksearch.ntk.compile`).
 
     Returns:
       An :class:`Estimate` whose ``value`` is the top Ritz value θ (a lower bound on λ_max) and whose
@@ -80,7 +86,7 @@ def lambda_max(
     side, dim = smaller_side(op.n, op.p), min(op.n, op.p)
     b = min(block_size, dim)
     kernel = ProbeKernel(apply_fn, params, x, side=side, block_size=b, dim=dim, mesh=probe_mesh(),
-                         fast_compile=fast_compile)
+                         fast_compile=compiles_fast(compile_mode, apply_fn, params, x))
 
     def gram(block: np.ndarray) -> np.ndarray:  # (d, k ≤ b) → A block, via one call of the shared kernel
         images = np.asarray(kernel(block.T, adjoint=True).adjoint, np.float64)[: block.shape[1]].T

@@ -90,14 +90,10 @@ def options_for_training(train: Mapping[str, Any], options: LinearisedOptions, *
 
 def linearised_group(inputs: ProxyInputs, done: Mapping[str, ProxyValue]) -> dict[str, ProxyValue]:
     del done
-    opts = inputs.linearised
     held_out = inputs.x_val is not None and inputs.y_val is not None
     result = linearised_metrics(inputs.apply_fn, inputs.params, inputs.x, inputs.y,
                                 inputs.x_val if held_out else None, inputs.y_val if held_out else None,
-                                key=jax.random.fold_in(inputs.key, 5), learning_rate=opts.learning_rate,
-                                steps=opts.steps, ridge=opts.ridge, max_matvecs=opts.max_matvecs,
-                                lr_fraction=opts.lr_fraction, momentum=opts.momentum, rtol=opts.rtol,
-                                fast_compile=opts.fast_compile)
+                                key=jax.random.fold_in(inputs.key, 5), **inputs.linearised.lanczos_arguments())
     return {_NAMES[q]: ProxyValue(e.value, e.stderr) for q, e in result.items()}
 
 

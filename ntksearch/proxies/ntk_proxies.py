@@ -40,11 +40,9 @@ def _state_size(fn, inputs: ProxyInputs) -> int:
 
 def ntk_group(inputs: ProxyInputs, done: Mapping[str, ProxyValue]) -> dict[str, ProxyValue]:
     del done
-    opts = inputs.ntk
+    kw = inputs.ntk.estimator_arguments()
     state_fn = _state_fn(inputs)
     on_logits = state_fn == inputs.apply_fn
-    kw = dict(method=opts.method, rtol=opts.rtol, max_matvecs=opts.max_matvecs, sketch_size=opts.sketch_size,
-              fast_compile=opts.fast_compile)
     est = ntk_metrics(state_fn, inputs.params, inputs.x, inputs.y if on_logits else None,
                       key=jax.random.fold_in(inputs.key, 1), **kw)
     if not on_logits:
@@ -56,10 +54,9 @@ def ntk_group(inputs: ProxyInputs, done: Mapping[str, ProxyValue]) -> dict[str, 
 
 
 def spectrum_group(inputs: ProxyInputs, done: Mapping[str, ProxyValue]) -> dict[str, ProxyValue]:
-    opts = inputs.ntk
     state_fn = _state_fn(inputs)
     run = lambda fn, i: lambda_max(fn, inputs.params, inputs.x, key=jax.random.fold_in(inputs.key, i),
-                                   max_iters=opts.lanczos_iters, rtol=opts.lanczos_rtol, fast_compile=opts.fast_compile)
+                                   **inputs.ntk.spectrum_arguments())
     lam = run(state_fn, 3)
     lam_logits = lam if state_fn == inputs.apply_fn else run(inputs.apply_fn, 4)
     mean_eig = done["ntk_trace"]

@@ -25,9 +25,8 @@ from typing import Any
 
 import jax
 
-from ntksearch.ntk import METHODS
 from ntksearch.ntk.operator import ApplyFn, Array, Params
-from ntksearch.settings import setting
+from ntksearch.ntk.options import LinearisedOptions, NTKOptions
 
 __all__ = [
     "GROUPS",
@@ -50,57 +49,6 @@ class ProxyValue:
 
     value: float
     stderr: float = 0.0
-
-
-@dataclass(frozen=True)
-class NTKOptions:
-    """How the NTK proxies are estimated (see :func:`ntksearch.ntk_metrics`); config key ``scoring.ntk``.
-
-    The defaults aim at ranking: ±5% relative standard error is far below the spread between candidates.
-    """
-
-    method: str = setting("auto", choices=METHODS, doc="trace estimator (auto: chosen per candidate from its "
-                          "output and parameter counts)")
-    rtol: float = setting(0.05, minimum=0, maximum=1, exclusive_minimum=True,
-                          doc="stop once every estimate's relative standard error is below this")
-    max_matvecs: int = setting(512, minimum=1, doc="budget of AD passes (JVPs + VJPs) per candidate")
-    sketch_size: int | None = setting(None, minimum=1, doc="Hutch++ sketch columns (null: from the budget)")
-    lanczos_iters: int = setting(20, minimum=1, doc="block-Lanczos steps of λ_max (ntk_lambda_max, "
-                                 "ntk_condition, max_stable_lr)")
-    lanczos_rtol: float = setting(1e-3, minimum=0, exclusive_minimum=True,
-                                  doc="λ_max stops when its residual bound is below this, relative")
-    fast_compile: bool = setting(True, doc="compile the NTK programs at XLA's level 0: about half the compile "
-                                 "time per new architecture, slower products (false for long estimates)")
-
-
-@dataclass(frozen=True)
-class LinearisedOptions:
-    """The setting of the linearised-training proxies (see :func:`ntksearch.linearised_metrics`); config key
-    ``scoring.linearised``.
-
-    ``learning_rate`` (a number or ``"auto"``), ``steps``, ``momentum`` and ``lr_fraction`` give the gradient
-    descent the linearised network runs; with ``from_training`` a search replaces them per candidate by what
-    its training hyperparameters say (:func:`ntksearch.proxies.linearised.options_for_training`). ``ridge`` sets
-    ρ of the complexity, ``max_matvecs`` and ``rtol`` the Lanczos budget and tolerance (looser than the
-    function's default: ranking needs little), ``val_batch_size`` the held-out batch a search draws.
-    """
-
-    learning_rate: float | str = setting("auto", minimum=0, exclusive_minimum=True, choices=("auto",),
-                                         doc="η of the linearised gradient descent; auto: lr_fraction · 2N/λ_max")
-    steps: int = setting(100, minimum=1, doc="gradient-descent steps t")
-    ridge: float = setting(1e-3, minimum=0, exclusive_minimum=True,
-                           doc="ρ = ridge · tr K/(NC) of ntk_complexity")
-    lr_fraction: float = setting(0.5, minimum=0, exclusive_minimum=True,
-                                 doc="fraction of the stable step 2N/λ_max that learning_rate auto takes")
-    momentum: float = setting(0.0, minimum=0, maximum=1, exclusive_maximum=True, doc="heavy-ball momentum")
-    max_matvecs: int = setting(128, minimum=1, doc="Lanczos budget of K-products")
-    rtol: float = setting(1e-2, minimum=0, maximum=1, doc="Lanczos stops when the quantities change by less")
-    val_batch_size: int = setting(256, minimum=1, doc="held-out batch drawn from the validation split "
-                                  "(class-balanced, at most the split)")
-    from_training: bool = setting(True, doc="take each candidate's learning rate, momentum and steps from its "
-                                  "training hyperparameters (sgd/momentum: η = lr/C)")
-    fast_compile: bool = setting(True, doc="compile the Lanczos products at XLA's level 0: about half the "
-                                 "compile time per new architecture, slower products")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Columns, in order:
 * ``objective:<name>`` for each objective; ``pareto_front`` (1 = non-dominated) for several objectives;
 * ``rank_aggregate``: the mean over the recorded proxies with a registry sign of each proxy's rank among the
   completed trials (1 = best by that proxy; missing values rank last). An offline score only: it changes
-  when trials are added, which is why searches do not optimise it (:mod:`ntksearch.search.objectives`);
+  when trials are added, which is why searches do not optimise it (:mod:`ntksearch.search.targets`);
 * ``az_nas`` (only when the four AZ-NAS terms were recorded): AZ-NAS's log-rank aggregate of those terms over
   the completed trials (:func:`ntksearch.proxies.az_nas_rank_score`; larger is better), offline for the same
   reason;
@@ -38,7 +38,6 @@ from optuna.trial import FrozenTrial, TrialState
 from ntksearch.models import nb201_edges
 from ntksearch.proxies import AZ_NAS_TERMS, PROXIES, az_nas_rank_score
 from ntksearch.search import attrs
-from ntksearch.search.study import retry_links
 
 __all__ = ["leaderboard_frame", "objective_columns", "pareto_ranks"]
 
@@ -62,7 +61,7 @@ def leaderboard_frame(study: optuna.Study) -> pd.DataFrame:
     objectives = objective_columns(study)
     directions = ["maximize" if d == StudyDirection.MAXIMIZE else "minimize" for d in study.directions]
     confirmed = attrs.confirmations(study.user_attrs)
-    retried_as = retry_links(trials)
+    retried_as = attrs.retry_links(trials)
     by_ctrl_c = attrs.interruptions(study.user_attrs)
     frame = pd.DataFrame([_row(t, objectives, confirmed.get(t.number), retried_as.get(t.number), t.number in by_ctrl_c)
                           for t in trials])

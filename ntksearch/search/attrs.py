@@ -11,6 +11,9 @@ Per trial (``trial.user_attrs``), written by :class:`~ntksearch.search.ProxyObje
 * ``fail_reason``: why a FAIL trial failed (build error, non-finite model or objective);
 * ``worker``: ``host:pid`` of the process that scored it (several workers may share one study).
 
+Per retried trial (``trial.system_attrs``, written by Optuna's ``RetryHeartbeatStaleTrialCallback``): the
+trials it retries (:func:`retry_links`).
+
 Per study (``study.user_attrs``): ``ntksearch`` (what the study was created from, checked on resume),
 ``confirm:<trial number>``, one confirmation-training result per trained candidate, and
 ``interrupted:<trial number>`` (``"SIGINT"``) for each trial a Ctrl-C failed (``run --resume`` retries them).
@@ -18,8 +21,13 @@ Per study (``study.user_attrs``): ``ntksearch`` (what the study was created from
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
 
 __all__ = [
     "ARCH",
@@ -39,6 +47,7 @@ __all__ = [
     "confirmations",
     "interrupted_key",
     "interruptions",
+    "retry_links",
 ]
 
 PROXIES = "proxies"
@@ -78,3 +87,11 @@ def interruptions(study_attrs: Mapping[str, Any]) -> dict[int, str]:
 
 def _numbered(study_attrs: Mapping[str, Any], prefix: str) -> dict[int, Any]:
     return {int(key[len(prefix):]): value for key, value in study_attrs.items() if key.startswith(prefix)}
+
+
+def retry_links(trials: Sequence[FrozenTrial]) -> dict[int, int]:
+    """Interrupted trial number → the number of the trial that retried it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return {RetryHeartbeatStaleTrialCallback.retry_history(t)[-1]: t.number for t in trials
+                if RetryHeartbeatStaleTrialCallback.retry_history(t)}

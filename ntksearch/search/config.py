@@ -43,7 +43,7 @@ Annotated example (``experiments/quickstart.yaml`` is a real one)::
       epochs: 2                       # override the space's epochs (null: keep)
       lr_fraction: 0.5                # learning_rate: auto → lr_fraction × max_stable_lr of the candidate
 
-**Objectives** (:mod:`ntksearch.search.objectives`):
+**Objectives** (:mod:`ntksearch.search.targets`):
 
 * ``default_score`` or ``{combine: default_score}``: :data:`ntksearch.proxies.DEFAULT_SCORE`, maximised;
 * a proxy name, or ``{proxy: ntk_effective_rank, direction: maximize}`` (default direction: the proxy's
@@ -64,7 +64,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,13 +73,13 @@ import optuna
 
 from ntksearch.data import DATASETS, Dataset, DatasetError, dataset_options, load_dataset
 from ntksearch.ntk import QUANTITIES
-from ntksearch.ntk.estimators import plan_estimate
+from ntksearch.ntk.plan import plan_estimate
 from ntksearch.proxies import PROXIES, LinearisedOptions, NTKOptions
-from ntksearch.search.objective import DEFAULT_BATCH_SIZE
-from ntksearch.search.objectives import Objective, parse_objective
+from ntksearch.search.proxy_objective import DEFAULT_BATCH_SIZE
 from ntksearch.search.samplers import SAMPLERS, make_sampler, parse_sampler_options
 from ntksearch.search.storage import StorageSpec, storage_problem
-from ntksearch.settings import parse_settings, setting
+from ntksearch.search.targets import Objective, parse_objective
+from ntksearch.settings import check_value, kinds_of, parse_settings, setting
 from ntksearch.spaces import SearchSpace, load_space
 from ntksearch.validation import ConfigError, Node, is_file, load_yaml
 
@@ -262,17 +262,13 @@ def _dataset(node: Node, config: Path) -> DatasetSpec:
 
 
 def _dataset_option(node: Node, param: inspect.Parameter, config: Path) -> Any:
-    """Check an option against the loader's annotation (``int | None``, ``str | Path``, ``float``...)."""
-    annotation = str(param.annotation)
-    if node.value is None and "None" in annotation:
-        return None
-    if "Path" in annotation:
+    """Check an option against the loader's annotation (``int | None``, ``str | Path``, ``float``...): a path
+    relative to the config's folder, else as a declared setting of that type (:func:`check_value`)."""
+    kinds = kinds_of(param.annotation)
+    if "Path" in kinds and not (node.value is None and "None" in kinds):
         return str(_relative(node, config))
-    check = _OPTION_CHECKS.get(annotation.split("|")[0].strip())
-    return check(node) if check else node.value
+    return check_value(node, kinds)
 
-
-_OPTION_CHECKS: dict[str, Callable[[Node], Any]] = {"int": Node.integer, "float": Node.number, "str": Node.string}
 
 def _scoring(node: Node | None) -> ScoringSpec:
     if node is None:

@@ -27,7 +27,7 @@ from ntksearch.data import Dataset, subsample
 from ntksearch.proxies import ProxyInputs, compute_proxies
 from ntksearch.search import attrs
 from ntksearch.search.config import ConfirmSpec
-from ntksearch.search.objective import ProxyObjective, candidate_keys
+from ntksearch.search.proxy_objective import ProxyObjective, candidate_keys
 from ntksearch.train import TrainHParams, train_model
 
 __all__ = ["confirm_candidates", "confirm_trial", "select_candidates"]

@@ -44,9 +44,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ntksearch.data import Dataset
 from ntksearch.search import attrs
+from ntksearch.search.attrs import retry_links
+from ntksearch.search.compiled import ClearCompiledPrograms
 from ntksearch.search.config import Experiment
-from ntksearch.search.objective import ProxyObjective
 from ntksearch.search.preflight import check_dataset_fit, check_output
+from ntksearch.search.proxy_objective import ProxyObjective
 from ntksearch.search.storage import StorageError, StorageSpec, absolute_url, local_file, make_storage
 
 __all__ = [
@@ -207,14 +209,6 @@ def recover_interrupted(study: optuna.Study, *, max_retry: int) -> list[int]:
     return numbers
 
 
-def retry_links(trials: Sequence[FrozenTrial]) -> dict[int, int]:
-    """Interrupted trial number → the number of the trial that retried it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return {RetryHeartbeatStaleTrialCallback.retry_history(t)[-1]: t.number for t in trials
-                if RetryHeartbeatStaleTrialCallback.retry_history(t)}
-
-
 def claim_output(experiment: Experiment, *, resume: bool = False, overwrite: bool = False) -> None:
     """Keep the results of another study in the output folder from being overwritten.
 
@@ -276,7 +270,8 @@ def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: 
         (:func:`claim_output`).
       progress: an Optuna callback called after every trial (e.g. :class:`ntksearch.search.ProgressLine`).
       dataset: the experiment's dataset, when already loaded.
-      callbacks: more Optuna callbacks, called after every trial this process finishes.
+      callbacks: more Optuna callbacks, called after every trial this process finishes (besides
+        :class:`~ntksearch.search.compiled.ClearCompiledPrograms`, which bounds JAX's compiled programs).
 
     Writes ``<output>/run.json`` (storage URL and study name, for ``ntksearch leaderboard <output>``).
 
@@ -293,7 +288,7 @@ def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: 
     write_run_file(experiment)
     total = n_trials if n_trials is not None else experiment.trials
     timeout = timeout if timeout is not None else experiment.timeout
-    callbacks = [*callbacks, *([] if progress is None else [progress])]
+    callbacks = [*callbacks, ClearCompiledPrograms(objective), *([] if progress is None else [progress])]
     remaining = None
     if total is not None:
         remaining = total - len(study.get_trials(deepcopy=False, states=FINISHED))

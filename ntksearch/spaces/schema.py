@@ -57,32 +57,34 @@ the bad value and what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ntksearch.models import FAMILIES, HYPERPARAMETERS, Hyper
+from ntksearch.settings import Allowed, declared_settings
 from ntksearch.spaces.distributions import Categorical, Distribution, Fixed, FloatRange, IntRange, divides
-from ntksearch.train import AUTO_LR_OPTIMIZERS, OPTIMIZERS, SCHEDULES, TrainHParams
+from ntksearch.train import AUTO_LR_OPTIMIZERS, TrainHParams
 from ntksearch.validation import ConfigError, Node
 
 __all__ = ["DISTRIBUTION_TYPES", "SECTIONS", "TRAIN_HYPERPARAMETERS", "ParamSpec", "parse_space"]
 
 _TRAIN_DEFAULTS = TrainHParams()
 
-TRAIN_HYPERPARAMETERS: dict[str, Hyper] = {
-    "learning_rate": Hyper("float", _TRAIN_DEFAULTS.learning_rate, "peak learning rate; auto: from the NTK λ_max",
-                           low=0.0, low_open=True, names=("auto",)),
-    "optimizer": Hyper("name", _TRAIN_DEFAULTS.optimizer, "optimizer", names=tuple(OPTIMIZERS)),
-    "weight_decay": Hyper("float", _TRAIN_DEFAULTS.weight_decay, "weight decay coefficient", low=0.0),
-    "batch_size": Hyper("int", _TRAIN_DEFAULTS.batch_size, "minibatch size", low=1),
-    "epochs": Hyper("int", _TRAIN_DEFAULTS.epochs, "passes over the training split", low=1),
-    "max_steps": Hyper("int", _TRAIN_DEFAULTS.max_steps, "cap on optimizer steps", low=1, nullable=True),
-    "grad_clip_norm": Hyper("float", _TRAIN_DEFAULTS.grad_clip_norm, "global gradient-norm clip", low=0.0,
-                            low_open=True, nullable=True),
-    "schedule": Hyper("name", _TRAIN_DEFAULTS.schedule, "learning-rate schedule", names=tuple(SCHEDULES)),
-    "warmup_steps": Hyper("int", _TRAIN_DEFAULTS.warmup_steps, "linear warmup steps", low=0),
-}
+
+def _declared_hyper(default: Any, allowed: Allowed, kinds: frozenset[str]) -> Hyper:
+    """The :class:`Hyper` of a declared setting: the same type, default, bounds and choices."""
+    kind = ("bool" if "bool" in kinds else "float" if "float" in kinds else "int" if "int" in kinds else "name")
+    return Hyper(kind, default, allowed.doc, low=allowed.minimum, high=allowed.maximum,
+                 low_open=allowed.exclusive_minimum, high_open=allowed.exclusive_maximum,
+                 names=tuple(allowed.choices or ()), nullable="None" in kinds)
+
+
+TRAIN_HYPERPARAMETERS: dict[str, Hyper] = {  # TrainHParams' declarations; a space may also say learning_rate: auto
+    f.name: _declared_hyper(f.default, allowed, kinds) for f, allowed, kinds in declared_settings(TrainHParams)}
+TRAIN_HYPERPARAMETERS["learning_rate"] = dataclasses.replace(
+    TRAIN_HYPERPARAMETERS["learning_rate"], names=("auto",), doc="peak learning rate; auto: from the NTK λ_max")
 
 SECTIONS = ("hyperparameters", "train")
 DISTRIBUTION_TYPES = ("categorical", "int", "float")

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ntksearch.settings import check_settings, setting
 from ntksearch.validation import Node
 
 __all__ = ["MOMENTUM", "OPTIMIZERS", "SCHEDULES", "ScheduleArgs", "TrainHParams", "make_transform"]
@@ -94,29 +95,11 @@ def make_transform(optimizer: str, args: ScheduleArgs, learning_rate: Scalar) ->
                        OPTIMIZERS[optimizer](learning_rate, args.weight_decay))
 
 
-def _optional(check: Callable[[Node], Any]) -> Callable[[Node], Any]:
-    return lambda node: None if node.value is None else check(node)
-
-
-_CHECKS: dict[str, Callable[[Node], Any]] = {
-    "optimizer": lambda node: node.string(choices=OPTIMIZERS),
-    "learning_rate": lambda node: node.number(minimum=0.0, exclusive_minimum=True),
-    "weight_decay": lambda node: node.number(minimum=0.0),
-    "batch_size": lambda node: node.integer(minimum=1),
-    "epochs": lambda node: node.integer(minimum=1),
-    "max_steps": _optional(lambda node: node.integer(minimum=1)),
-    "grad_clip_norm": _optional(lambda node: node.number(minimum=0.0, exclusive_minimum=True)),
-    "schedule": lambda node: node.string(choices=SCHEDULES),
-    "warmup_steps": lambda node: node.integer(minimum=0),
-}
-
-
 def _validated(values: Mapping[str, Any], file: str | Path | None, path: str) -> dict[str, Any]:
-    """Check and normalise hyperparameter values; :class:`~ntksearch.validation.ConfigError` on problems."""
+    """Check and normalise hyperparameter values against :class:`TrainHParams`' declarations;
+    :class:`~ntksearch.validation.ConfigError` on problems."""
     plain = {k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()}
-    root = Node(plain, file, path)
-    root.mapping(optional=_CHECKS)
-    return {key: _CHECKS[key](root[key]) for key in plain}
+    return check_settings(Node(plain, file, path), TrainHParams)
 
 
 @dataclass(frozen=True)
@@ -134,18 +117,21 @@ class TrainHParams:
       schedule: ``"cosine"`` (decay to 0 over the run) or ``"constant"``.
       warmup_steps: linear warmup from lr/warmup to lr over this many steps.
 
-    Values are validated on construction; errors are :class:`~ntksearch.validation.ConfigError`.
+    Each field is a declared setting (:func:`ntksearch.settings.setting`): construction and :meth:`from_dict`
+    validate against the declarations, and a search space's ``train`` section is checked against the same ones
+    (:data:`ntksearch.spaces.TRAIN_HYPERPARAMETERS` is derived from them). Errors are
+    :class:`~ntksearch.validation.ConfigError`.
     """
 
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 5
-    max_steps: int | None = None
-    grad_clip_norm: float | None = None
-    schedule: str = "cosine"
-    warmup_steps: int = 0
+    optimizer: str = setting("adam", choices=OPTIMIZERS, doc="optimizer")
+    learning_rate: float = setting(1e-3, minimum=0.0, exclusive_minimum=True, doc="peak learning rate")
+    weight_decay: float = setting(0.0, minimum=0.0, doc="weight decay coefficient")
+    batch_size: int = setting(128, minimum=1, doc="minibatch size")
+    epochs: int = setting(5, minimum=1, doc="passes over the training split")
+    max_steps: int | None = setting(None, minimum=1, doc="cap on optimizer steps")
+    grad_clip_norm: float | None = setting(None, minimum=0.0, exclusive_minimum=True, doc="global gradient-norm clip")
+    schedule: str = setting("cosine", choices=SCHEDULES, doc="learning-rate schedule")
+    warmup_steps: int = setting(0, minimum=0, doc="linear warmup steps")
 
     def __post_init__(self) -> None:
         for key, value in _validated(dataclasses.asdict(self), None, "").items():

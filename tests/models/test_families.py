@@ -16,6 +16,7 @@ from ntksearch.models import (
     FAMILIES,
     HYPERPARAMETERS,
     INITIALIZERS,
+    BuildError,
     BuiltModel,
     build_model,
     nb201_arch_string,
@@ -144,7 +145,7 @@ def test_cnn_down_sampling_bottoms_out_at_one_pixel() -> None:
     built = _build("cnn", point)
     assert bool(jnp.all(jnp.isfinite(built.apply_fn(built.params, X))))
     assert built.features_fn(built.params, X)[-1].shape == (4, 1, 1, 4)
-    with pytest.raises(ValueError, match=r"\(H, W, C\) images or \(T, F\) sequences"):
+    with pytest.raises(BuildError, match=r"\(H, W, C\) images or \(T, F\) sequences"):
         _build("cnn", point, shape=(8,))
 
 
@@ -185,7 +186,7 @@ def test_nb201_arch_string_round_trip() -> None:
     assert from_string.apply_fn == built.apply_fn and from_string.point == built.point
     for bad in ["|nor_conv_1x1~0|+|none~0|", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|",
                 "|none~1|+|none~0|none~1|+|none~0|none~1|none~2|"]:
-        with pytest.raises(ValueError, match="NB201"):
+        with pytest.raises(BuildError, match="NB201"):
             nb201_edges(bad)
 
 

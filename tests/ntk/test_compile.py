@@ -1,13 +1,15 @@
-"""The fast-compiling variant of the NTK programs: the same numbers, one jitted object per variant."""
+"""How the NTK programs compile: the same numbers either way, one jitted object per variant, the auto rule."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ntksearch.ntk import ntk_metrics
-from ntksearch.ntk.compile import FAST_COMPILE_OPTIONS, jitted
+from ntksearch.ntk.compile import FAST_COMPILE_OPTIONS, compiles_fast, jitted
 from ntksearch.ntk.linearised import linearised_metrics
-from tests.ntk.problems import Problem, make_cnn
+from ntksearch.ntk.spectra import lambda_max
+from tests.ntk.problems import Problem, make_cnn, make_mlp, make_rnn
 
 
 def _double(a: jax.Array) -> jax.Array:
@@ -21,24 +23,39 @@ def test_jitted_is_cached_per_variant():
     np.testing.assert_array_equal(jitted(_double, fast=True)(jnp.arange(3.0)), [0.0, 2.0, 4.0])
 
 
+def test_auto_compiles_fast_unless_the_model_convolves():
+    for make, fast in [(make_mlp, True), (make_rnn, True), (make_cnn, False)]:
+        prob = make()
+        assert compiles_fast("auto", prob.apply_fn, prob.params, prob.x) is fast
+        assert compiles_fast("fast", prob.apply_fn, prob.params, prob.x) is True
+        assert compiles_fast("optimised", prob.apply_fn, prob.params, prob.x) is False
+    cnn = make_cnn()
+    conv = lambda h, k: jax.lax.conv_general_dilated(h, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    conv_in_a_loop = lambda k, x: jax.lax.fori_loop(0, 2, lambda i, h: conv(h, k), x)  # found in the loop body
+    assert compiles_fast("auto", conv_in_a_loop, jnp.ones((3, 3, 1, 1)), cnn.x) is False
+    with pytest.raises(ValueError, match="allowed: auto, fast, optimised"):
+        compiles_fast("quick", cnn.apply_fn, cnn.params, cnn.x)
+
+
 def test_fast_and_optimised_programs_give_the_same_estimates(problem: Problem):
     key = jax.random.key(3)
-    fast = ntk_metrics(problem.apply_fn, problem.params, problem.x, key=key, rtol=0.05, fast_compile=True)
-    full = ntk_metrics(problem.apply_fn, problem.params, problem.x, key=key, rtol=0.05, fast_compile=False)
+    fast = ntk_metrics(problem.apply_fn, problem.params, problem.x, key=key, compile_mode="fast")
+    full = ntk_metrics(problem.apply_fn, problem.params, problem.x, key=key, compile_mode="optimised")
     assert fast.keys() == full.keys()
     for q in fast:  # same probes, same stopping decisions: equal up to float64 rounding
         np.testing.assert_allclose(fast[q].value, full[q].value, rtol=1e-9)
         assert fast[q].matvecs == full[q].matvecs
+    top = [lambda_max(problem.apply_fn, problem.params, problem.x, key=key, compile_mode=mode).value
+           for mode in ("fast", "optimised")]
+    np.testing.assert_allclose(top[0], top[1], rtol=1e-9)
 
 
 def test_fast_and_optimised_linearised_metrics_agree():
     cnn = make_cnn()  # classifier logits (N, C): the dense per-example Jacobian path and the held-out products
-    y = jax.nn.one_hot(jnp.arange(cnn.x.shape[0]) % 3, 3, dtype=cnn.x.dtype)
-    kw = dict(key=jax.random.key(0), rtol=1e-2)
-    fast = linearised_metrics(cnn.apply_fn, cnn.params, cnn.x, y, cnn.x, jnp.arange(cnn.x.shape[0]) % 3,
-                              fast_compile=True, **kw)
-    full = linearised_metrics(cnn.apply_fn, cnn.params, cnn.x, y, cnn.x, jnp.arange(cnn.x.shape[0]) % 3,
-                              fast_compile=False, **kw)
-    assert fast.keys() == full.keys()
-    for q in fast:
-        np.testing.assert_allclose(fast[q].value, full[q].value, rtol=1e-9)
+    labels = jnp.arange(cnn.x.shape[0]) % 3
+    y = jax.nn.one_hot(labels, 3, dtype=cnn.x.dtype)
+    runs = [linearised_metrics(cnn.apply_fn, cnn.params, cnn.x, y, cnn.x, labels, key=jax.random.key(0),
+                               compile_mode=mode) for mode in ("fast", "optimised")]
+    assert runs[0].keys() == runs[1].keys()
+    for q in runs[0]:
+        np.testing.assert_allclose(runs[0][q].value, runs[1][q].value, rtol=1e-9)

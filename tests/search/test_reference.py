@@ -20,7 +20,7 @@ def test_readme_reference_is_generated_from_the_declarations() -> None:
 
 def test_every_ntk_option_of_the_python_api_is_accepted_in_a_config(tmp_path: Path) -> None:
     options = {"method": "hutch++", "rtol": 0.01, "max_matvecs": 1024, "sketch_size": 48, "lanczos_iters": 30,
-               "lanczos_rtol": 1e-4, "fast_compile": False}
+               "lanczos_rtol": 1e-4, "compile_mode": "fast"}
     assert set(options) == set(NTKOptions.__dataclass_fields__)
     experiment = load_experiment(write_experiment(tmp_path, scoring={"ntk": options}))
     assert experiment.scoring.ntk == NTKOptions(**options)

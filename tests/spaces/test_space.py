@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import textwrap
@@ -16,7 +17,7 @@ import pytest
 from ntksearch import ntk_metrics
 from ntksearch.models import HYPERPARAMETERS
 from ntksearch.spaces import TRAIN_HYPERPARAMETERS, Point, SearchSpace, load_space, schema
-from ntksearch.train import TrainHParams
+from ntksearch.train import OPTIMIZERS, TrainHParams
 from ntksearch.validation import ConfigError
 from tests.models.helpers import flax_param_count
 
@@ -198,3 +199,15 @@ def test_documented_example_is_a_valid_space(tmp_path: Path) -> None:
     assert space.family == "mlp" and space.description
     stored, point = _sample(space, 1)[0]
     assert space.point_from_params(stored) == point
+
+
+def test_train_hyperparameters_are_trainhparams_declarations() -> None:
+    defaults = TrainHParams()
+    assert list(TRAIN_HYPERPARAMETERS) == [f.name for f in dataclasses.fields(TrainHParams)]
+    for name, hyper in TRAIN_HYPERPARAMETERS.items():
+        assert hyper.default == getattr(defaults, name), name
+    assert TRAIN_HYPERPARAMETERS["optimizer"].names == tuple(OPTIMIZERS)
+    assert TRAIN_HYPERPARAMETERS["max_steps"].nullable and TRAIN_HYPERPARAMETERS["max_steps"].low == 1
+    assert TRAIN_HYPERPARAMETERS["learning_rate"].problem("auto") is None  # a space may derive it from the NTK
+    assert TRAIN_HYPERPARAMETERS["learning_rate"].problem(0.0) == "0.0 is not allowed; expected a number in (0, inf) " \
+        "or one of: auto"

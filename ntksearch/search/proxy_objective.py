@@ -15,10 +15,11 @@ Each trial samples a point of the space, builds the candidate, computes its prox
 batch and returns the objective value(s). Only the objective's proxies are computed unless ``proxies=`` asks
 for more (``proxies=None``: every proxy the family supports, several times slower: each proxy group compiles
 per new architecture). Everything is stored as trial user attributes
-(:mod:`ntksearch.search.attrs`). A candidate that cannot be built (the builder raises ``ValueError``, e.g. a
-``ConfigError``), whose outputs are not finite (``NonFiniteModelError``) or whose objective is not finite
-returns ``nan``: Optuna marks the trial FAIL (no ``catch=`` needed), its ``fail_reason`` says why, and the
-search goes on. Recorded proxies outside the objective may be non-finite without failing the trial (a
+(:mod:`ntksearch.search.attrs`). A candidate that cannot be built (the builder raises
+:class:`~ntksearch.models.BuildError` or a point ``ConfigError``), whose outputs are not finite
+(``NonFiniteModelError``) or whose objective is not finite returns ``nan``: Optuna marks the trial FAIL (no
+``catch=`` needed), its ``fail_reason`` says why, and the search goes on; any other exception is a bug and
+propagates. Recorded proxies outside the objective may be non-finite without failing the trial (a
 baseline's degenerate value should not discard a candidate); they are listed in ``non_finite``.
 
 Randomness is reproducible: candidate ``n`` of a search with ``seed`` uses the keys of
@@ -35,6 +36,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -43,7 +45,7 @@ import numpy as np
 import optuna
 
 from ntksearch.data import Dataset, scoring_batch
-from ntksearch.models import BuiltModel, nb201_arch_string
+from ntksearch.models import BuildError, BuiltModel, nb201_arch_string
 from ntksearch.models.buckets import DEFAULT_GRID, BucketGrid
 from ntksearch.ntk import NonFiniteModelError
 from ntksearch.proxies import (
@@ -58,8 +60,9 @@ from ntksearch.proxies import (
 from ntksearch.proxies.linearised import options_for_training
 from ntksearch.search import attrs
 from ntksearch.search.bucketed import plan_scoring
-from ntksearch.search.objectives import Objective, as_objective
+from ntksearch.search.targets import Objective, as_objective
 from ntksearch.spaces import Point, SearchSpace
+from ntksearch.validation import ConfigError
 
 __all__ = ["CandidateKeys", "Evaluation", "ProxyObjective", "candidate_keys"]
 
@@ -130,7 +133,7 @@ class ProxyObjective:
       proxies: proxies to record besides the objective's (default: none, only what the objective needs);
         ``None``: every registered proxy the candidate's family supports. Each proxy group compiles once per
         new architecture (seconds on a CPU): recording everything makes a search several times slower.
-      objective: what to optimise (:func:`ntksearch.search.objectives.as_objective`: ``None`` for the default
+      objective: what to optimise (:func:`ntksearch.search.targets.as_objective`: ``None`` for the default
         score, a proxy name, a list for a Pareto front, ...).
       seed: seeds every candidate's keys (:func:`candidate_keys`), the scoring batch and the sampler of
         :meth:`create_study`.
@@ -140,10 +143,9 @@ class ProxyObjective:
       train_size: examples of the candidates' confirmation training (default: the dataset's training split),
         which give the linearised proxies their number of steps. epochs: confirmation's override of ``epochs``.
       batch_size: scoring batch size when ``data`` is a dataset.
-      max_cached_architectures: compiled programs of at most this many distinct architectures are kept in the
-        process; beyond it ``jax.clear_caches()`` drops them all. XLA:CPU maps memory for every compiled
-        program and never unmaps it while it is cached: a process scoring a few hundred new architectures
-        otherwise exhausts the kernel's limit on memory maps (65,530) and crashes inside the compiler.
+      max_cached_architectures: deprecated and ignored: the objective never clears JAX's (process-wide) caches;
+        a long study passes :class:`~ntksearch.search.compiled.ClearCompiledPrograms` as a callback instead, as
+        :func:`~ntksearch.search.run_search` does.
       buckets: the shape grid candidates are padded to (:mod:`ntksearch.models.buckets`), so that candidates
         of one bucket share compiled programs; the proxies that are exact on a padded program run there, the
         others on the candidate itself (:mod:`ntksearch.search.bucketed`). A bucket's first candidate is scored
@@ -153,7 +155,9 @@ class ProxyObjective:
     Attributes:
       directions: Optuna directions, for ``optuna.create_study(directions=...)``.
       bucketed_candidates: how many candidates were scored in their bucket's padded program.
-      objective: the parsed :class:`~ntksearch.search.objectives.Objective`.
+      last_programs: the programs (``apply_fn`` objects: the candidate's, its bucket's) the last evaluation
+        compiled or reused, for :class:`~ntksearch.search.compiled.ClearCompiledPrograms`.
+      objective: the parsed :class:`~ntksearch.search.targets.Objective`.
       x, y: the scoring batch. x_val, y_val: the held-out batch (one-hot), or None.
     """
 
@@ -161,13 +165,16 @@ class ProxyObjective:
                  proxies: Iterable[str] | None = (), objective: Any = None, seed: int = 0,
                  ntk: NTKOptions | None = None, linearised: LinearisedOptions | None = None,
                  train_size: int | None = None, epochs: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_cached_architectures: int = 32, buckets: BucketGrid | None = DEFAULT_GRID):
+                 max_cached_architectures: int | None = None, buckets: BucketGrid | None = DEFAULT_GRID):
+        if max_cached_architectures is not None:
+            warnings.warn("ProxyObjective(max_cached_architectures=...) is ignored: the objective no longer clears "
+                          "JAX's caches; pass ntksearch.search.ClearCompiledPrograms(objective, max_programs) to "
+                          "study.optimize(callbacks=[...])", DeprecationWarning, stacklevel=2)
         self.space = space
         self.buckets = buckets
         self._buckets_met: set[Any] = set()
         self.bucketed_candidates = 0
-        self.max_cached_architectures = max_cached_architectures
-        self._cached: set[Any] = set()
+        self.last_programs: tuple[Any, ...] = ()
         self.objective: Objective = as_objective(objective)
         self.seed = seed
         self.ntk = ntk or NTKOptions()
@@ -218,11 +225,12 @@ class ProxyObjective:
     def evaluate(self, point: Point, number: int) -> Evaluation:
         """Build and score ``point`` as candidate ``number`` (its keys: :func:`candidate_keys`)."""
         keys = candidate_keys(self.seed, number)
+        self.last_programs = ()
         start = time.perf_counter()
         try:
             built = self.space.build(point, input_shape=tuple(self.x.shape[1:]), n_classes=self.y.shape[-1],
                                      key=keys.init)
-        except ValueError as exc:
+        except (BuildError, ConfigError) as exc:  # anything else is a bug: it propagates
             return Evaluation(point, None, {}, {"build": time.perf_counter() - start}, None,
                               f"build failed: {exc}")
         seconds = {"build": time.perf_counter() - start}
@@ -256,20 +264,13 @@ class ProxyObjective:
         seconds: dict[str, float] = {}
         plan = plan_scoring(names, inputs, built, self.buckets, met=self._buckets_met)
         self.bucketed_candidates += plan[0][1] is not inputs
+        self.last_programs = tuple(part_inputs.apply_fn for _, part_inputs in plan)
         for part_names, part_inputs in plan:
-            self._track_compiled(part_inputs.apply_fn)
             part = compute_proxies(part_names, part_inputs)
             values.update(part.values)
             for group, s in part.seconds.items():
                 seconds[group] = seconds.get(group, 0.0) + s
         return ProxyResult({name: values[name] for name in names}, seconds)
-
-    def _track_compiled(self, architecture: Any) -> None:
-        """Drop every compiled program once more than ``max_cached_architectures`` architectures were seen."""
-        if architecture not in self._cached and len(self._cached) >= self.max_cached_architectures:
-            jax.clear_caches()
-            self._cached.clear()
-        self._cached.add(architecture)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         """Sample, score and store one candidate; ``nan`` (one per objective) marks it failed."""

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import ntksearch.search.objective as objective_module
+import ntksearch.search.proxy_objective as objective_module
 from ntksearch.data import load_dataset, scoring_batch
 from ntksearch.models import nb201_arch_string
 from ntksearch.proxies import DEFAULT_SCORE, PROXIES, ProxyResult, ProxyValue
@@ -37,7 +37,7 @@ def tiny(tmp_path: Path):
 
 
 def docstring_snippet() -> str:
-    """The code block of ntksearch.search.objective's docstring."""
+    """The code block of ntksearch.search.proxy_objective's docstring."""
     lines = []
     for line in objective_module.__doc__.split("::\n", 1)[1].splitlines():
         if line and not line.startswith("    "):
@@ -47,7 +47,7 @@ def docstring_snippet() -> str:
 
 
 def test_user_study_snippet_from_the_docstring(tmp_path: Path) -> None:
-    """The ≤5-line snippet of ntksearch.search.objective, run as written on a tiny space."""
+    """The ≤5-line snippet of ntksearch.search.proxy_objective, run as written on a tiny space."""
     snippet = docstring_snippet()
     usage = [line for line in snippet.splitlines() if line and not line.startswith(("import", "from"))]
     assert len(usage) <= 5
@@ -151,6 +151,17 @@ def test_build_failure_fails_the_trial(tmp_path: Path) -> None:
     assert "n_params" not in trial.user_attrs
 
 
+def test_a_bug_while_building_propagates_instead_of_failing_the_trial(tiny, digits, monkeypatch) -> None:
+    objective = ProxyObjective(tiny, digits, proxies=[], batch_size=BATCH)
+
+    def buggy_build(*args, **kwargs):
+        raise ValueError("a bug, not a candidate that cannot be built")
+
+    monkeypatch.setattr(type(tiny), "build", buggy_build)  # spaces are frozen: patch the class
+    with pytest.raises(ValueError, match="a bug"):
+        objective.evaluate(tiny.point_from_params({"init_scale": 1.0}), 0)
+
+
 def test_non_finite_objective_fails_but_a_non_finite_recorded_proxy_does_not(tiny, digits, monkeypatch) -> None:
     nan_proxy = {"value": "n_params"}
 
@@ -221,24 +232,6 @@ def test_weighted_log() -> None:
     assert target({"ntk_trace": math.e, "ntk_condition": math.e ** 2}) == pytest.approx((1 - 4,))
     assert math.isnan(target({"ntk_trace": 0.0, "ntk_condition": 1.0})[0])
     assert Objective((WeightedLog((("ntk_trace", 1.0),)),)).proxies == ("ntk_trace",)
-
-
-def test_compiled_programs_are_dropped_beyond_the_architecture_cap(tmp_path: Path, digits, monkeypatch) -> None:
-    space = load_space(write_space(tmp_path, {"family": "mlp", "hyperparameters": {
-        "depth": 1, "width": {"type": "categorical", "choices": [8, 12, 16]}}}))
-    cleared = []
-    monkeypatch.setattr(objective_module.jax, "clear_caches", lambda: cleared.append(1))
-    objective = ProxyObjective(space, digits, proxies=[], batch_size=BATCH, max_cached_architectures=2,
-                               buckets=None)
-    for number, width in enumerate([8, 12, 8, 12, 16, 8]):
-        objective.evaluate(space.point_from_params({"width": width}), number)
-    # 8 and 12 fit under the cap (repeats are free); 16 is a third architecture: drop all, then 16 and 8 again fit
-    assert len(cleared) == 1
-    # in buckets the same candidates need two programs: width 8 on its own, then the width-16 bucket's
-    bucketed = ProxyObjective(space, digits, proxies=[], batch_size=BATCH, max_cached_architectures=2)
-    for number, width in enumerate([8, 12, 8, 12, 16, 8]):
-        bucketed.evaluate(space.point_from_params({"width": width}), number)
-    assert len(cleared) == 1 and bucketed.bucketed_candidates == 5
 
 
 LINEARISED = ["lin_train_loss", "lin_val_loss", "lin_val_accuracy", "ntk_complexity"]
