@@ -215,21 +215,24 @@ def _launch(setting: str, method: str, seed: int, budget: float | None, cores: q
 
 
 def summarise(rows: list[dict[str, Any]]) -> str:
+    """Markdown table: per setting and method, the test accuracy of the picks (median [min, max] over the runs
+    that picked a network; a run whose budget ended before any candidate finished training picks none)."""
     import numpy as np
 
-    lines = ["| setting | method | runs | test accuracy of the pick: median [min, max] | vs random (median) | "
-             "candidates trained (median) | candidates scored (median) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| setting | method | runs (with a pick) | test accuracy of the pick: median [min, max] | vs random "
+             "(median) | candidates trained (median) | candidates scored (median) |", "|---|---|---|---|---|---|---|"]
     for setting in sorted({r["setting"] for r in rows}):
-        by = {m: [r for r in rows if r["setting"] == setting and r["method"] == m and "test_accuracy" in r]
-              for m in METHODS}
-        base = np.median([r["test_accuracy"] for r in by["random"]]) if by["random"] else float("nan")
+        by = {m: [r for r in rows if r["setting"] == setting and r["method"] == m] for m in METHODS}
+        picked = {m: np.array([r["test_accuracy"] for r in runs if "test_accuracy" in r]) for m, runs in by.items()}
+        base = np.median(picked["random"]) if len(picked["random"]) else float("nan")
         for method, runs in by.items():
             if not runs:
                 continue
-            acc = np.array([r["test_accuracy"] for r in runs])
+            acc = picked[method]
+            accuracy = (f"{np.median(acc):.4f} [{acc.min():.4f}, {acc.max():.4f}] | {np.median(acc) - base:+.4f}"
+                        if len(acc) else "no pick | –")
             scored = [r["scored"] for r in runs if "scored" in r]
-            lines.append(f"| {setting} | {method} | {len(runs)} | {np.median(acc):.4f} [{acc.min():.4f}, "
-                         f"{acc.max():.4f}] | {np.median(acc) - base:+.4f} | "
+            lines.append(f"| {setting} | {method} | {len(runs)} ({len(acc)}) | {accuracy} | "
                          f"{np.median([r['trained'] for r in runs]):.0f} | "
                          f"{np.median(scored) if scored else float('nan'):.0f} |")
     return "\n".join(lines)
