@@ -211,7 +211,8 @@ def test_resume_after_an_interrupted_process(tmp_path: Path, stop: signal.Signal
     """kill -9 or Ctrl-C a run after some trials, resume it: the interrupted trial is retried, says what happened,
     the total is reached, nothing is lost or repeated."""
     write_space(tmp_path)
-    config = write_experiment(tmp_path, trials=12)
+    total = 40  # the signal comes after 3 trials: enough left that the run cannot finish before it arrives
+    config = write_experiment(tmp_path, trials=total)
     run_dir = tmp_path / "run"
     env = {**os.environ, CACHE_ENV: str(tmp_path / "jax-cache")}  # the resumed process reuses compiled code
     command = [sys.executable, "-m", "ntksearch.cli", "run", str(config), "--quiet"]
@@ -233,7 +234,7 @@ def test_resume_after_an_interrupted_process(tmp_path: Path, stop: signal.Signal
     assert result.returncode == 0, result.stdout + result.stderr
     study = _study(run_dir)
     states = [t.state for t in study.trials]
-    assert states.count(TrialState.COMPLETE) + states.count(TrialState.FAIL) == 12
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.FAIL) == total
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     scales = [t.params["init_scale"] for t in complete]
