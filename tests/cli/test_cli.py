@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from ntksearch.cli import CACHE_ENV, main
-from tests.search.helpers import write_experiment, write_space
+from tests.search.helpers import TINY_SPACE, write_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -210,9 +210,12 @@ def test_worker_joins_the_study(tmp_path: Path, capsys) -> None:
 def test_resume_after_an_interrupted_process(tmp_path: Path, stop: signal.Signals, reason: str) -> None:
     """kill -9 or Ctrl-C a run after some trials, resume it: the interrupted trial is retried, says what happened,
     the total is reached, nothing is lost or repeated."""
-    write_space(tmp_path)
-    total = 40  # the signal comes after 3 trials: enough left that the run cannot finish before it arrives
-    config = write_experiment(tmp_path, trials=total)
+    # every candidate a new width, so every trial compiles (≈ 0.5 s): the run is still searching when the
+    # signal comes after 3 trials, however fast a cached program would score them
+    space = {**TINY_SPACE, "hyperparameters": {**TINY_SPACE["hyperparameters"],
+                                               "width": {"type": "int", "low": 8, "high": 256}}}
+    total = 12
+    config = write_experiment(tmp_path, trials=total, space_doc=space)
     run_dir = tmp_path / "run"
     env = {**os.environ, CACHE_ENV: str(tmp_path / "jax-cache")}  # the resumed process reuses compiled code
     command = [sys.executable, "-m", "ntksearch.cli", "run", str(config), "--quiet"]
