@@ -219,7 +219,10 @@ def test_resume_after_an_interrupted_process(tmp_path: Path, stop: signal.Signal
     run_dir = tmp_path / "run"
     env = {**os.environ, CACHE_ENV: str(tmp_path / "jax-cache")}  # the resumed process reuses compiled code
     command = [sys.executable, "-m", "ntksearch.cli", "run", str(config), "--quiet"]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # the default Ctrl-C disposition, whatever the test process inherited (a SIGINT ignored by a parent stays
+    # ignored in its children, and Python then installs no KeyboardInterrupt handler)
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         before = _wait_for_complete(run_dir, process, at_least=3)
     finally:
