@@ -219,10 +219,8 @@ def test_resume_after_an_interrupted_process(tmp_path: Path, stop: signal.Signal
     run_dir = tmp_path / "run"
     env = {**os.environ, CACHE_ENV: str(tmp_path / "jax-cache")}  # the resumed process reuses compiled code
     command = [sys.executable, "-m", "ntksearch.cli", "run", str(config), "--quiet"]
-    # the default Ctrl-C disposition, whatever the test process inherited (a SIGINT ignored by a parent stays
-    # ignored in its children, and Python then installs no KeyboardInterrupt handler)
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=_deliverable_sigint)
     try:
         before = _wait_for_complete(run_dir, process, at_least=3)
     finally:
@@ -252,6 +250,13 @@ def test_resume_after_an_interrupted_process(tmp_path: Path, stop: signal.Signal
         retry = next(t for t in complete if t.system_attrs.get("failed_trial") == number)
         assert not params or params == retry.params
         assert board.loc[number, "fail_reason"] == f"{reason}; retried as trial {retry.number}"
+
+
+def _deliverable_sigint() -> None:
+    """In the child, before exec: SIGINT unblocked and at its default disposition, whatever the test process
+    inherited (an ignored or blocked signal stays so across exec, and Python then raises no KeyboardInterrupt)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_complete(run_dir: Path, process: subprocess.Popen, *, at_least: int, timeout: float = 240
