@@ -14,6 +14,10 @@ digits scoring batch, in fresh processes, so nothing compiled earlier is reused 
   the first run: identical architectures load their programs from disk instead of compiling.
 * ``objective, 2 workers``: two worker processes share the study through a journal-file storage (the same
   code path as ``ntksearch worker``), one per CPU core.
+* ``objective, 2 threads``: one process scoring two candidates at once (``threads: 2``, Optuna's ``n_jobs``):
+  one thread compiles while the other runs. The threads take the sampler's draws in the order they ask, so
+  the candidates differ from the other rows' (the score Δ column compares nothing for this row), and its
+  compile seconds add up both threads' compilations, which overlap in time.
 * ``objective, buckets``: as ``objective only`` with shape buckets (:mod:`ntksearch.models.buckets`): candidates
   of one bucket share compiled programs. Every other row scores each candidate on its own (``buckets=None``).
   Its score values are compared with those of ``objective only`` (the same candidates): the largest relative
@@ -45,7 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("all proxies", "objective only", "objective, optimised compile", "objective, warm disk cache",
-           "objective, 2 workers", "objective, buckets", "objective, buckets, warm disk cache")
+           "objective, 2 workers", "objective, 2 threads", "objective, buckets", "objective, buckets, warm disk cache")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -80,7 +84,7 @@ def child(args: argparse.Namespace) -> None:
     study = optuna.create_study(study_name="throughput", storage=storage, load_if_exists=True,
                                 directions=objective.directions, sampler=sampler)
     start = time.perf_counter()
-    study.optimize(objective, n_trials=args.candidates)
+    study.optimize(objective, n_trials=args.candidates, n_jobs=args.threads)
     values = {t.number: t.values[0] if t.values else None for t in study.trials}
     print(json.dumps({"seconds": time.perf_counter() - start, "compile": compile_s[0], "n": args.candidates,
                       "values": values}))
@@ -100,6 +104,8 @@ def run_config(space: str, config: str, candidates: int, workdir: Path, sampler:
         base.append("--buckets")
     if "optimised compile" in config:
         base.append("--optimised-compile")
+    if "2 threads" in config:
+        base += ["--threads", "2"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if workers > 1:  # one core each: XLA's thread pools would otherwise fight over both cores
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
@@ -138,6 +144,7 @@ def main() -> None:
     parser.add_argument("--record-all", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--optimised-compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sampler-seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -164,7 +171,7 @@ def main() -> None:
         rate = row["candidates"] / row["wall"] * 60
         other = row["busy"] - row["compile"]
         speed = f"{base['wall'] / row['wall']:.2f}" if base else "–"
-        delta = f"{largest_difference(row, base):.1e}" if base else "–"
+        delta = f"{largest_difference(row, base):.1e}" if base and "threads" not in row["config"] else "–"
         lines.append(f"| {row['space']} | {row['config']} | {rate:.1f} | {speed} | {row['compile']:.1f} | "
                      f"{other:.1f} | {row['compile'] / row['busy']:.0%} | {delta} |")
     text = "\n".join(lines) + "\n"

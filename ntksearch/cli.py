@@ -52,6 +52,8 @@ CACHE_ENV = "NTKSEARCH_JAX_CACHE"
 _TOP_ROWS = 5
 _REASONS_SHOWN = 3
 _ARCH_WIDTH = 70
+THREADS_HELP = ("candidates scored at once, one thread each, so that one compiles while another runs "
+                "(overrides threads:; above 1 the search is not reproducible from its seed)")
 
 _EPILOG = """\
 examples:
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-trials", type=_positive(int), help="total trials of the study (overrides trials:)")
     run.add_argument("--timeout", type=_positive(float), help="stop starting trials after this many seconds")
     run.add_argument("--storage", help="storage URL (overrides storage:)")
+    run.add_argument("--threads", type=_positive(int), help=THREADS_HELP)
     restart = run.add_mutually_exclusive_group()
     restart.add_argument("--resume", action="store_true", help="continue the existing study of this experiment")
     restart.add_argument("--overwrite", action="store_true",
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "join the experiment's (shared) study and optimise until it holds its trials")
     worker.add_argument("config", type=Path, help="experiment YAML file")
     worker.add_argument("--storage", help="storage URL shared by the workers (overrides storage:)")
+    worker.add_argument("--threads", type=_positive(int), help=THREADS_HELP)
     worker.add_argument("--quiet", action="store_true", help="no progress lines")
 
     board = _command(commands, "leaderboard", _leaderboard, "export the leaderboard of a run or study")
@@ -151,8 +155,9 @@ def _run(args: argparse.Namespace) -> int:
     say(f"ntksearch run {experiment.name}: {experiment.space.family} space {experiment.space.path}, "
         f"{dataset.name} {dataset.input_shape}, objective {experiment.objective.describe()}, "
         f"sampler {experiment.sampler.name}, {total or 'unlimited'} trials, storage {experiment.storage.url}")
-    study = run_search(experiment, n_trials=args.n_trials, timeout=args.timeout, resume=args.resume,
-                       overwrite=args.overwrite, dataset=dataset, progress=None if args.quiet else ProgressLine(total))
+    study = run_search(experiment, n_trials=args.n_trials, timeout=args.timeout, threads=args.threads,
+                       resume=args.resume, overwrite=args.overwrite, dataset=dataset,
+                       progress=None if args.quiet else ProgressLine(total))
     failure = _all_failed(study)
     if experiment.confirm is not None and not args.no_confirm and failure is None:
         say(f"confirmation training: top {experiment.confirm.top_k} + {experiment.confirm.random_k} random")
@@ -169,7 +174,8 @@ def _run(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     experiment = _experiment(args)
     mine: list[int] = []
-    study = run_search(experiment, join=True, progress=None if args.quiet else ProgressLine(experiment.trials),
+    study = run_search(experiment, join=True, threads=args.threads,
+                       progress=None if args.quiet else ProgressLine(experiment.trials),
                        callbacks=[lambda _study, trial: mine.append(trial.number)])
     print(f"worker done: this process finished trials {sorted(mine)}; study {experiment.study} holds "
           f"{len(study.get_trials(deepcopy=False, states=FINISHED))} finished trials; {best_summary(study)}")

@@ -15,6 +15,7 @@ never calls it: whoever runs the study decides. :func:`ntksearch.search.run_sear
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import jax
@@ -29,8 +30,10 @@ class ClearCompiledPrograms:
     since they were last cleared.
 
     A program is a candidate's ``apply_fn`` (or its shape bucket's padded program): equal objects share compiled
-    code, so repeats are free. The count is read after each trial from the objective's ``last_programs``, so
-    the callback must run in the process (and, with ``n_jobs`` > 1, beside the thread) that evaluates trials.
+    code, so repeats are free. The count is read after each trial from the objective's ``last_programs`` (those
+    of the calling thread), so the callback must run in the process and the thread that evaluated the trial, as
+    Optuna's callbacks do, also with ``n_jobs`` > 1. Clearing while another thread compiles or runs a program is
+    safe: that thread keeps its program, and only later calls compile again.
     """
 
     def __init__(self, objective: Any, max_programs: int = 32):
@@ -40,11 +43,13 @@ class ClearCompiledPrograms:
         self.max_programs = max_programs
         self.programs: set[Any] = set()
         self.clears = 0
+        self._lock = threading.Lock()
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         del study, trial
-        self.programs.update(self.objective.last_programs)
-        if len(self.programs) > self.max_programs:
-            jax.clear_caches()
-            self.programs.clear()
-            self.clears += 1
+        with self._lock:
+            self.programs.update(self.objective.last_programs)
+            if len(self.programs) > self.max_programs:
+                jax.clear_caches()
+                self.programs.clear()
+                self.clears += 1

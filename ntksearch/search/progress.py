@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -31,8 +32,13 @@ class ProgressLine:
         self.start = time.perf_counter()
         self.last = -float("inf")
         self.done = 0
+        self._lock = threading.Lock()  # trials of several threads (``threads:``) finish at once
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        with self._lock:
+            self._print(study, trial)
+
+    def _print(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.done += 1
         stream = self.stream or sys.stdout
         if trial.state == TrialState.FAIL:

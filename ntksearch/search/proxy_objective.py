@@ -35,6 +35,7 @@ import json
 import math
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -156,7 +157,11 @@ class ProxyObjective:
       directions: Optuna directions, for ``optuna.create_study(directions=...)``.
       bucketed_candidates: how many candidates were scored in their bucket's padded program.
       last_programs: the programs (``apply_fn`` objects: the candidate's, its bucket's) the last evaluation
-        compiled or reused, for :class:`~ntksearch.search.compiled.ClearCompiledPrograms`.
+        of the calling thread compiled or reused, for :class:`~ntksearch.search.compiled.ClearCompiledPrograms`.
+
+    Thread-safe: ``study.optimize(objective, n_jobs=k)`` scores k candidates at once (what ``threads:`` in an
+    experiment does), so that one compiles while another runs; each candidate's values depend only on its
+    point and trial number.
       objective: the parsed :class:`~ntksearch.search.targets.Objective`.
       x, y: the scoring batch. x_val, y_val: the held-out batch (one-hot), or None.
     """
@@ -173,8 +178,9 @@ class ProxyObjective:
         self.space = space
         self.buckets = buckets
         self._buckets_met: set[Any] = set()
+        self._buckets_lock = threading.Lock()
+        self._thread = threading.local()
         self.bucketed_candidates = 0
-        self.last_programs: tuple[Any, ...] = ()
         self.objective: Objective = as_objective(objective)
         self.seed = seed
         self.ntk = ntk or NTKOptions()
@@ -198,6 +204,10 @@ class ProxyObjective:
         if held_out:
             raise ValueError(f"proxies {', '.join(held_out)} need a held-out batch: pass a Dataset with a "
                              "non-empty validation split")
+
+    @property
+    def last_programs(self) -> tuple[Any, ...]:
+        return getattr(self._thread, "programs", ())
 
     @property
     def directions(self) -> list[str]:
@@ -225,7 +235,7 @@ class ProxyObjective:
     def evaluate(self, point: Point, number: int) -> Evaluation:
         """Build and score ``point`` as candidate ``number`` (its keys: :func:`candidate_keys`)."""
         keys = candidate_keys(self.seed, number)
-        self.last_programs = ()
+        self._thread.programs = ()
         start = time.perf_counter()
         try:
             built = self.space.build(point, input_shape=tuple(self.x.shape[1:]), n_classes=self.y.shape[-1],
@@ -262,9 +272,10 @@ class ProxyObjective:
             inputs = dataclasses.replace(inputs, x_val=None, y_val=None)
         values: dict[str, ProxyValue] = {}
         seconds: dict[str, float] = {}
-        plan = plan_scoring(names, inputs, built, self.buckets, met=self._buckets_met)
-        self.bucketed_candidates += plan[0][1] is not inputs
-        self.last_programs = tuple(part_inputs.apply_fn for _, part_inputs in plan)
+        with self._buckets_lock:
+            plan = plan_scoring(names, inputs, built, self.buckets, met=self._buckets_met)
+            self.bucketed_candidates += plan[0][1] is not inputs
+        self._thread.programs = tuple(part_inputs.apply_fn for _, part_inputs in plan)
         for part_names, part_inputs in plan:
             part = compute_proxies(part_names, part_inputs)
             values.update(part.values)

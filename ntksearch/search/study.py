@@ -257,7 +257,7 @@ def experiment_objective(experiment: Experiment, dataset: Dataset | None = None)
 
 
 def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: float | None = None,
-               resume: bool = False, join: bool = False, overwrite: bool = False,
+               threads: int | None = None, resume: bool = False, join: bool = False, overwrite: bool = False,
                progress: Callback | None = None, dataset: Dataset | None = None,
                callbacks: Sequence[Callback] = ()) -> optuna.Study:
     """Run (or continue) the experiment's search and return its study.
@@ -265,6 +265,9 @@ def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: 
     Args:
       n_trials: override the config's total ``trials`` (finished trials of the whole study).
       timeout: override the config's ``timeout`` (seconds for this invocation).
+      threads: override the config's ``threads``: candidates scored at once, one Optuna thread each
+        (``n_jobs``), so that one compiles while another runs. Above 1, Optuna reseeds the sampler per trial
+        and the trials are sampled in an order that depends on timing: faster, not reproducible from ``seed``.
       resume: continue an existing study (see the module docstring). join: run as a worker.
       overwrite: start over: delete the experiment's existing study and the output folder's previous results
         (:func:`claim_output`).
@@ -296,9 +299,10 @@ def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: 
     if remaining is None or remaining > 0:
         started: list[int] = []
         try:
-            study.optimize(_tracked(objective, started), n_trials=remaining, timeout=timeout, callbacks=callbacks)
+            study.optimize(_tracked(objective, started), n_trials=remaining, timeout=timeout, callbacks=callbacks,
+                           n_jobs=threads if threads is not None else experiment.threads)
         except KeyboardInterrupt:
-            record_interruption(study, started[-1:], all_running=not join)
+            record_interruption(study, started, all_running=not join)
             raise
     return study
 

@@ -43,6 +43,8 @@ def test_bad_arguments_exit_2(capsys) -> None:
     assert main([]) == 2
     assert main(["run"]) == 2
     assert main(["run", "x.yaml", "--n-trials", "0"]) == 2
+    assert main(["run", "x.yaml", "--threads", "0"]) == 2
+    assert main(["worker", "x.yaml", "--threads", "two"]) == 2
     assert main(["score", "x.yaml"]) == 2  # needs --trial or --params
 
 

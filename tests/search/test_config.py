@@ -141,6 +141,8 @@ MALFORMED = [
     ({"trials": 0}, "trials", ["below the minimum 1"]),
     ({"trials": None}, "<root>", ["set trials", "timeout"]),
     ({"timeout": -5}, "timeout", ["must be > 0"]),
+    ({"threads": 0}, "threads", ["below the minimum 1"]),
+    ({"threads": 1.5}, "threads", ["expected an integer"]),
     ({"storage": "redis://host/0"}, "storage", ["not a storage URL", "sqlite:///", "journal:"]),
     ({"storage": {"url": "sqlite:///x.db", "heartbeat": 5}}, "storage.heartbeat",
      ["grace_period, heartbeat_interval, max_retry, url"]),
