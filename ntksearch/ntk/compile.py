@@ -15,14 +15,13 @@ estimate on a large batch (thousands of products of one model) runs faster ``"op
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import jax
-from jax.extend.core import jaxprs_in_params
 
-from ntksearch.ntk.operator import ApplyFn, Array, Params
+from ntksearch.ntk.forward import ForwardPass
 from ntksearch.ntk.options import COMPILE_MODES
 
 __all__ = ["FAST_COMPILE_OPTIONS", "compiles_fast", "jitted"]
@@ -41,20 +40,10 @@ def jitted(fn: Callable[..., Any], *, fast: bool, static_argnames: tuple[str, ..
     return jax.jit(fn, static_argnames=static_argnames, compiler_options=FAST_COMPILE_OPTIONS if fast else None)
 
 
-def compiles_fast(mode: str, apply_fn: ApplyFn, params: Params, x: Array) -> bool:
-    """Whether ``compile_mode`` ``mode`` compiles the programs of ``apply_fn`` at ``(params, x)`` at level 0:
-    ``"fast"`` yes, ``"optimised"`` no, ``"auto"`` unless its forward pass (traced once, nested calls and loop
-    bodies included) has a convolution."""
+def compiles_fast(mode: str, forward: ForwardPass) -> bool:
+    """Whether ``compile_mode`` ``mode`` compiles a model's programs at level 0: ``"fast"`` yes, ``"optimised"``
+    no, ``"auto"`` unless its forward pass ``forward`` (:func:`ntksearch.ntk.forward.trace_forward`; nested calls
+    and loop bodies included) has a convolution."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile_mode {mode!r}; allowed: {', '.join(COMPILE_MODES)}")
-    if mode != "auto":
-        return mode == "fast"
-    jaxpr = jax.make_jaxpr(apply_fn)(params, x).jaxpr
-    return _SLOW_AT_LEVEL_0.isdisjoint(_primitives(jaxpr))
-
-
-def _primitives(jaxpr: Any) -> Iterator[str]:
-    for eqn in jaxpr.eqns:
-        yield eqn.primitive.name
-        for sub in jaxprs_in_params(eqn.params):
-            yield from _primitives(sub)
+    return mode == "fast" or (mode == "auto" and _SLOW_AT_LEVEL_0.isdisjoint(forward.primitives))

@@ -88,6 +88,7 @@ from jax.sharding import AxisType, Mesh
 from threadpoolctl import threadpool_limits
 
 from ntksearch.ntk.compile import compiles_fast
+from ntksearch.ntk.forward import trace_forward
 from ntksearch.ntk.kernel import NonFiniteModelError, ProbeKernel, ProbeProducts, dense_point, probe_products
 from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, vjp_batch
 from ntksearch.ntk.options import METHODS, CompileMode, Method, NTKOptions
@@ -305,8 +306,9 @@ def ntk_metrics(
     wanted = requested_quantities(quantities, y is not None)
     n_labels = 2 if any(q.startswith("label") for q in wanted) else 0
     mesh = probe_mesh(devices)
-    fast = compiles_fast(compile_mode, apply_fn, params, x)
-    point = dense_point(apply_fn, params, x, mesh, fast_compile=fast)
+    forward = trace_forward(apply_fn, params, x)
+    fast = compiles_fast(compile_mode, forward)
+    point = dense_point(apply_fn, params, x, mesh, forward=forward, fast_compile=fast)
     plan = plan_estimate(method, op.n, op.p, max_matvecs=max_matvecs, wanted=wanted, n_labels=n_labels,
                          min_blocks=min_blocks, sketch_size=sketch_size, block_size=block_size, mesh=mesh,
                          dense=point is not None)

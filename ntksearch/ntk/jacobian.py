@@ -10,7 +10,8 @@ cost 2·n·p flops each.
 That trade pays when a pass costs much more than 2·n·p flops: weight sharing (convolutions, recurrences)
 makes a pass cost 2·B·(positions or steps)·p, against 2·B·O·p for a dense product. A dense layer's pass costs
 about 2·B·p, so MLPs with O ≥ 1 outputs stay matrix-free. :func:`dense_jacobian_pays` applies the rule
-2·n·p ≤ F, F the flops of the forward pass's matrix products and convolutions counted on its jaxpr (a loop
+2·n·p ≤ F, F the flops of the forward pass's matrix products and convolutions counted on its jaxpr
+(:class:`~ntksearch.ntk.forward.ForwardPass`) (a loop
 body counted once, so recurrent models are under-counted and stay matrix-free unless they pay anyway), and
 n·p ≤
 :data:`DENSE_MAX_ENTRIES` (J stays small in memory).
@@ -26,53 +27,31 @@ products.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import jaxprs_in_params
 from jax.flatten_util import ravel_pytree
 
 from ntksearch.ntk.compile import jitted
 from ntksearch.ntk.conv_grads import with_patch_conv_grads
+from ntksearch.ntk.forward import ForwardPass
 from ntksearch.ntk.operator import ApplyFn, Array, Params, flat_model
 
-__all__ = ["DENSE_MAX_ENTRIES", "dense_jacobian", "dense_jacobian_pays", "forward_flops", "per_example_jacobian"]
+__all__ = ["DENSE_MAX_ENTRIES", "dense_jacobian", "dense_jacobian_pays", "per_example_jacobian"]
 
 DENSE_MAX_ENTRIES = 1 << 25  # n·p: 128 MiB of float32
 
 
-def forward_flops(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[float, jax.ShapeDtypeStruct]:
-    """(F, output): the multiply-add flops (2 per product) of the matrix products and convolutions of one forward
-    pass ``apply_fn(params, x)``, counted on its jaxpr (nested calls included, a loop body once; elementwise
-    operations not counted), and the abstract output."""
-    closed, out = jax.make_jaxpr(apply_fn, return_shape=True)(params, x)
-    return _product_flops(closed.jaxpr), out
-
-
-def _product_flops(jaxpr: Any) -> float:
-    total = 0.0
-    for eqn in jaxpr.eqns:
-        out = eqn.outvars[0].aval.shape if eqn.outvars else ()
-        if eqn.primitive.name == "dot_general":
-            (contract, _), _ = eqn.params["dimension_numbers"]
-            total += 2.0 * math.prod(out) * math.prod(eqn.invars[0].aval.shape[i] for i in contract)
-        elif eqn.primitive.name == "conv_general_dilated":  # each output sums over in-features × window
-            rhs, spec = eqn.invars[1].aval.shape, eqn.params["dimension_numbers"].rhs_spec
-            total += 2.0 * math.prod(out) * math.prod(rhs[i] for i in spec[1:])
-        total += sum(_product_flops(sub) for sub in jaxprs_in_params(eqn.params))
-    return total
-
-
-def dense_jacobian_pays(apply_fn: ApplyFn, params: Params, x: Array) -> bool:
-    """Whether products through a dense per-example J are cheaper than AD passes (see the module docstring):
-    x and the output share a leading batch axis, n·p ≤ :data:`DENSE_MAX_ENTRIES` and 2·n·p ≤ forward flops."""
-    if jnp.ndim(x) == 0:
+def dense_jacobian_pays(forward: ForwardPass, params: Params, x: Array) -> bool:
+    """Whether products through a dense per-example J are cheaper than AD passes (see the module docstring), for
+    the model whose forward pass at ``(params, x)`` is ``forward`` (:func:`ntksearch.ntk.forward.trace_forward`):
+    x and the output share a leading batch axis, n·p ≤ :data:`DENSE_MAX_ENTRIES` and 2·n·p ≤ its product flops."""
+    out = forward.out
+    if jnp.ndim(x) == 0 or out.ndim == 0:
         return False
-    flops, out = forward_flops(apply_fn, params, x)
     n, p = math.prod(out.shape), sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))
-    return out.ndim > 0 and out.shape[0] == jnp.shape(x)[0] and n * p <= DENSE_MAX_ENTRIES and 2.0 * n * p <= flops
+    return out.shape[0] == jnp.shape(x)[0] and n * p <= DENSE_MAX_ENTRIES and 2.0 * n * p <= forward.product_flops
 
 
 def _per_example_jacobian(apply_fn: ApplyFn, params: Params, x: Array) -> tuple[Array, Array]:

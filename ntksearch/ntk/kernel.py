@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ntksearch.ntk.compile import jitted
+from ntksearch.ntk.forward import ForwardPass, trace_forward
 from ntksearch.ntk.jacobian import dense_jacobian, dense_jacobian_pays
 from ntksearch.ntk.operator import ApplyFn, Array, Params, Side, linearize
 
@@ -173,11 +174,14 @@ def _products(img: Array, adj: Array, outputs: Array) -> ProbeProducts:
                          jnp.sum(~jnp.isfinite(outputs)), outputs)
 
 
-def dense_point(apply_fn: ApplyFn, params: Params, x: Array, mesh: Mesh | None, *, fast_compile: bool = False
-                ) -> tuple[Array, Array] | None:
+def dense_point(apply_fn: ApplyFn, params: Params, x: Array, mesh: Mesh | None, *, forward: ForwardPass | None = None,
+                fast_compile: bool = False) -> tuple[Array, Array] | None:
     """(outputs, J) when dense products pay (:func:`ntksearch.ntk.jacobian.dense_jacobian_pays`, one device)
-    and the model's examples pass :func:`ntksearch.ntk.jacobian.dense_jacobian`'s check; else None."""
-    if mesh is not None or not dense_jacobian_pays(apply_fn, params, x):
+    and the model's examples pass :func:`ntksearch.ntk.jacobian.dense_jacobian`'s check; else None.
+    ``forward``: the model's traced forward pass at ``(params, x)``, when the caller has it (else traced here)."""
+    if mesh is not None:
+        return None
+    if not dense_jacobian_pays(forward or trace_forward(apply_fn, params, x), params, x):
         return None
     return dense_jacobian(apply_fn, params, x, fast_compile=fast_compile)
 

@@ -25,6 +25,8 @@ from threadpoolctl import threadpool_limits
 
 from ntksearch.ntk.compile import compiles_fast
 from ntksearch.ntk.estimators import Estimate, NonFiniteModelError, ProbeKernel, host_rng, probe_mesh
+from ntksearch.ntk.forward import trace_forward
+from ntksearch.ntk.kernel import dense_point
 from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, smaller_side
 from ntksearch.ntk.options import CompileMode, NTKOptions
 
@@ -85,8 +87,10 @@ def lambda_max(
     op = NTKOperator.create(apply_fn, params, x)
     side, dim = smaller_side(op.n, op.p), min(op.n, op.p)
     b = min(block_size, dim)
-    kernel = ProbeKernel(apply_fn, params, x, side=side, block_size=b, dim=dim, mesh=probe_mesh(),
-                         fast_compile=compiles_fast(compile_mode, apply_fn, params, x))
+    forward, mesh = trace_forward(apply_fn, params, x), probe_mesh()
+    fast = compiles_fast(compile_mode, forward)
+    kernel = ProbeKernel(apply_fn, params, x, side=side, block_size=b, dim=dim, mesh=mesh, fast_compile=fast,
+                         point=dense_point(apply_fn, params, x, mesh, forward=forward, fast_compile=fast))
 
     def gram(block: np.ndarray) -> np.ndarray:  # (d, k ≤ b) → A block, via one call of the shared kernel
         images = np.asarray(kernel(block.T, adjoint=True).adjoint, np.float64)[: block.shape[1]].T

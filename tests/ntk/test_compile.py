@@ -7,6 +7,7 @@ import pytest
 
 from ntksearch.ntk import ntk_metrics
 from ntksearch.ntk.compile import FAST_COMPILE_OPTIONS, compiles_fast, jitted
+from ntksearch.ntk.forward import trace_forward
 from ntksearch.ntk.linearised import linearised_metrics
 from ntksearch.ntk.spectra import lambda_max
 from tests.ntk.problems import Problem, make_cnn, make_mlp, make_rnn
@@ -26,15 +27,16 @@ def test_jitted_is_cached_per_variant():
 def test_auto_compiles_fast_unless_the_model_convolves():
     for make, fast in [(make_mlp, True), (make_rnn, True), (make_cnn, False)]:
         prob = make()
-        assert compiles_fast("auto", prob.apply_fn, prob.params, prob.x) is fast
-        assert compiles_fast("fast", prob.apply_fn, prob.params, prob.x) is True
-        assert compiles_fast("optimised", prob.apply_fn, prob.params, prob.x) is False
+        forward = trace_forward(prob.apply_fn, prob.params, prob.x)
+        assert compiles_fast("auto", forward) is fast
+        assert compiles_fast("fast", forward) is True
+        assert compiles_fast("optimised", forward) is False
     cnn = make_cnn()
     conv = lambda h, k: jax.lax.conv_general_dilated(h, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     conv_in_a_loop = lambda k, x: jax.lax.fori_loop(0, 2, lambda i, h: conv(h, k), x)  # found in the loop body
-    assert compiles_fast("auto", conv_in_a_loop, jnp.ones((3, 3, 1, 1)), cnn.x) is False
+    assert compiles_fast("auto", trace_forward(conv_in_a_loop, jnp.ones((3, 3, 1, 1)), cnn.x)) is False
     with pytest.raises(ValueError, match="allowed: auto, fast, optimised"):
-        compiles_fast("quick", cnn.apply_fn, cnn.params, cnn.x)
+        compiles_fast("quick", trace_forward(cnn.apply_fn, cnn.params, cnn.x))
 
 
 def test_fast_and_optimised_programs_give_the_same_estimates(problem: Problem):

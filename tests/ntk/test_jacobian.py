@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ntksearch.ntk import exact_jacobian, jacobian
-from ntksearch.ntk.jacobian import dense_jacobian, dense_jacobian_pays, forward_flops, per_example_jacobian
+from ntksearch.ntk.forward import trace_forward
+from ntksearch.ntk.jacobian import dense_jacobian, dense_jacobian_pays, per_example_jacobian
 from tests.ntk.problems import cnn_apply, make_cnn, make_mlp, make_rnn
 
 
@@ -45,31 +46,37 @@ def test_dense_jacobian_refuses_a_model_with_a_fixed_batch_size():
     assert dense_jacobian(fixed, prob.params, prob.x) is None
 
 
-def test_forward_flops_counts_matrix_products_and_convolutions():
+def test_the_forward_trace_counts_matrix_products_and_convolutions_and_lists_primitives():
     mlp, cnn = make_mlp(batch=16, sizes=(6, 24, 24, 4)), make_cnn(batch=12, classes=3)
-    flops, out = forward_flops(mlp.apply_fn, mlp.params, mlp.x)
-    assert flops == 2 * 16 * (6 * 24 + 24 * 24 + 24 * 4) and out.shape == (16, 4)
+    forward = trace_forward(mlp.apply_fn, mlp.params, mlp.x)
+    flops = forward.product_flops
+    assert flops == 2 * 16 * (6 * 24 + 24 * 24 + 24 * 4) and forward.out.shape == (16, 4)
+    assert {"dot_general", "add"} <= forward.primitives and "conv_general_dilated" not in forward.primitives
     conv1, conv2, head = 12 * 6 * 6 * 4 * (3 * 3 * 1), 12 * 3 * 3 * 6 * (3 * 3 * 4), 12 * 3 * 6  # 6×6, then stride 2
-    assert forward_flops(cnn.apply_fn, cnn.params, cnn.x)[0] == 2 * (conv1 + conv2 + head)
-    nested = jax.jit(lambda p, x: mlp.apply_fn(p, x))
-    assert forward_flops(nested, mlp.params, mlp.x)[0] == flops
+    assert trace_forward(cnn.apply_fn, cnn.params, cnn.x).product_flops == 2 * (conv1 + conv2 + head)
+    nested = trace_forward(jax.jit(lambda p, x: mlp.apply_fn(p, x)), mlp.params, mlp.x)
+    assert nested.product_flops == flops and "jit" in nested.primitives and "dot_general" in nested.primitives
+
+
+def _pays(apply_fn, params, x) -> bool:
+    return dense_jacobian_pays(trace_forward(apply_fn, params, x), params, x)
 
 
 def test_dense_pays_for_convolutions_not_for_dense_layers():
     """A conv pass costs far more than 2·n·p flops; an MLP pass (≈ 2·B·p) less."""
     cnn, mlp = make_cnn(), make_mlp()
-    assert dense_jacobian_pays(cnn.apply_fn, cnn.params, cnn.x)
-    assert not dense_jacobian_pays(mlp.apply_fn, mlp.params, mlp.x)
+    assert _pays(cnn.apply_fn, cnn.params, cnn.x)
+    assert not _pays(mlp.apply_fn, mlp.params, mlp.x)
     rnn = make_rnn()  # the whole trajectory is the output: n·p ≫ the flops of a pass
-    assert not dense_jacobian_pays(rnn.apply_fn, rnn.params, rnn.x)
+    assert not _pays(rnn.apply_fn, rnn.params, rnn.x)
 
 
 def test_dense_pays_needs_a_batch_axis_and_a_small_jacobian(monkeypatch):
     cnn = make_cnn()
     summed = lambda p, x: cnn_apply(p, x).sum(axis=0)  # no per-example output
-    assert not dense_jacobian_pays(summed, cnn.params, cnn.x)
+    assert not _pays(summed, cnn.params, cnn.x)
     monkeypatch.setattr(jacobian, "DENSE_MAX_ENTRIES", _sizes(cnn)[0] * _sizes(cnn)[1] - 1)
-    assert not dense_jacobian_pays(cnn.apply_fn, cnn.params, cnn.x)
+    assert not _pays(cnn.apply_fn, cnn.params, cnn.x)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])

@@ -1,0 +1,66 @@
+"""One abstract trace of a model's forward pass, read by the choices made before compiling its NTK programs.
+
+:func:`~ntksearch.ntk.estimators.ntk_metrics`, :func:`~ntksearch.ntk.spectra.lambda_max` and
+:func:`~ntksearch.ntk.linearised.linearise_kernel` decide two things per model before they compile anything:
+whether products go through a dense per-example Jacobian (:func:`ntksearch.ntk.jacobian.dense_jacobian_pays`,
+from the pass's matrix-product flops and output shape) and at which XLA optimisation level to compile
+(:func:`ntksearch.ntk.compile.compiles_fast`, from its primitives). Both read one :class:`ForwardPass`, traced
+once with :func:`jax.make_jaxpr` (shapes only: nothing runs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+from jax.extend.core import jaxprs_in_params
+
+from ntksearch.ntk.operator import ApplyFn, Array, Params
+
+__all__ = ["ForwardPass", "trace_forward"]
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """What one trace of ``apply_fn(params, x)`` tells.
+
+    Attributes:
+      product_flops: multiply-add flops (2 per product) of its matrix products (``dot_general``) and
+        convolutions (``conv_general_dilated``), nested calls included and a loop body counted once;
+        elementwise operations not counted.
+      out: the abstract output (shape and dtype).
+      primitives: the names of every primitive it binds, in nested calls and loop bodies too.
+    """
+
+    product_flops: float
+    out: jax.ShapeDtypeStruct
+    primitives: frozenset[str]
+
+
+def trace_forward(apply_fn: ApplyFn, params: Params, x: Array) -> ForwardPass:
+    """Trace ``apply_fn(params, x)`` once (abstractly) and summarise it as a :class:`ForwardPass`."""
+    closed, out = jax.make_jaxpr(apply_fn, return_shape=True)(params, x)
+    equations = list(_equations(closed.jaxpr))
+    return ForwardPass(sum(map(_product_flops, equations)), out, frozenset(e.primitive.name for e in equations))
+
+
+def _equations(jaxpr: Any) -> Iterator[Any]:
+    """Every equation of ``jaxpr`` and of the jaxprs nested in its equations' parameters, depth first."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jaxprs_in_params(eqn.params):
+            yield from _equations(sub)
+
+
+def _product_flops(eqn: Any) -> float:
+    out = eqn.outvars[0].aval.shape if eqn.outvars else ()
+    if eqn.primitive.name == "dot_general":
+        (contract, _), _ = eqn.params["dimension_numbers"]
+        return 2.0 * math.prod(out) * math.prod(eqn.invars[0].aval.shape[i] for i in contract)
+    if eqn.primitive.name == "conv_general_dilated":  # each output sums over in-features × window
+        rhs, spec = eqn.invars[1].aval.shape, eqn.params["dimension_numbers"].rhs_spec
+        return 2.0 * math.prod(out) * math.prod(rhs[i] for i in spec[1:])
+    return 0.0
