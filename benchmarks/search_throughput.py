@@ -28,9 +28,16 @@ Compile time is XLA's own (the ``backend_compile`` duration events JAX reports);
 (tracing, running, building models, Optuna). Rates are candidates per minute of wall time, measured in one
 run of this script, so the ratios between rows are what to read.
 
+``--quickstart N`` instead times the quickstart itself through the command line, as a new user runs it:
+``ntksearch run experiments/quickstart.yaml --no-confirm --n-trials N`` (TPE, default score, SQLite storage)
+with an empty persistent compilation cache, once per ``--threads`` value (default ``1,2``). It reports the
+command's wall time (starting Python and importing jax included) and the search's own rate (first trial
+started to last trial finished, from the study's timestamps).
+
 Usage::
 
     python benchmarks/search_throughput.py                 # mlp, cnn, rnn spaces (≈ 15 min on 2 cores)
+    python benchmarks/search_throughput.py --quickstart 100 --threads 1,2
     python benchmarks/search_throughput.py --spaces mlp --candidates 30
     python benchmarks/search_throughput.py --spaces mlp,rnn --configs "objective only;objective, buckets"
 """
@@ -84,7 +91,7 @@ def child(args: argparse.Namespace) -> None:
     study = optuna.create_study(study_name="throughput", storage=storage, load_if_exists=True,
                                 directions=objective.directions, sampler=sampler)
     start = time.perf_counter()
-    study.optimize(objective, n_trials=args.candidates, n_jobs=args.threads)
+    study.optimize(objective, n_trials=args.candidates, n_jobs=args.jobs)
     values = {t.number: t.values[0] if t.values else None for t in study.trials}
     print(json.dumps({"seconds": time.perf_counter() - start, "compile": compile_s[0], "n": args.candidates,
                       "values": values}))
@@ -105,7 +112,7 @@ def run_config(space: str, config: str, candidates: int, workdir: Path, sampler:
     if "optimised compile" in config:
         base.append("--optimised-compile")
     if "2 threads" in config:
-        base += ["--threads", "2"]
+        base += ["--jobs", "2"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if workers > 1:  # one core each: XLA's thread pools would otherwise fight over both cores
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
@@ -128,6 +135,67 @@ def largest_difference(row: dict, reference: dict) -> float:
     return max((abs(a - b) / max(abs(b), 1e-12) for a, b in pairs), default=float("nan"))
 
 
+def table(rows: list[dict], candidates: int, sampler: str) -> str:
+    """The Markdown table of ``rows``. A threaded row's compile seconds add up overlapping compilations, so its
+    "other" time and compile share are not shown."""
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; digits scoring batch of 32; "
+             f"{candidates} candidates per space ({sampler} sampler, seed 0); fresh processes per row.", "",
+             "| space | configuration | candidates / min | × vs objective only | compile s | other s | compile share "
+             "| score Δ vs objective only |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        base = next((r for r in rows if r["space"] == row["space"] and r["config"] == "objective only"), None)
+        rate = row["candidates"] / row["wall"] * 60
+        threaded = "threads" in row["config"]
+        other = "–" if threaded else f"{row['busy'] - row['compile']:.1f}"
+        share = "–" if threaded else f"{row['compile'] / row['busy']:.0%}"
+        speed = f"{base['wall'] / row['wall']:.2f}" if base else "–"
+        delta = f"{largest_difference(row, base):.1e}" if base and not threaded else "–"
+        lines.append(f"| {row['space']} | {row['config']} | {rate:.1f} | {speed} | {row['compile']:.1f} | "
+                     f"{other} | {share} | {delta} |")
+    return "\n".join(lines) + "\n"
+
+
+def quickstart(trials: int, threads: list[int], out: Path) -> None:
+    """Time the cold quickstart command once per thread count; print and write the table (see the module doc)."""
+    import optuna
+    import yaml
+
+    rows = []
+    for count in threads:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = yaml.safe_load((ROOT / "experiments" / "quickstart.yaml").read_text())
+            config.update(space=str(ROOT / "search_spaces" / "mlp.yaml"), output=str(Path(tmp) / "run"))
+            path = Path(tmp) / "quickstart.yaml"
+            path.write_text(yaml.safe_dump(config))
+            env = dict(os.environ, PYTHONPATH=str(ROOT), NTKSEARCH_JAX_CACHE=str(Path(tmp) / "cache"))
+            command = [sys.executable, "-c", "import sys; from ntksearch.cli import main; sys.exit(main())", "run",
+                       str(path), "--no-confirm", "--quiet", "--n-trials", str(trials), "--threads", str(count)]
+            start = time.perf_counter()
+            subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - start
+            study = optuna.load_study(study_name=config["name"], storage=f"sqlite:///{Path(tmp) / 'run' / 'study.db'}")
+            done = [t for t in study.trials if t.datetime_complete is not None]
+            span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+        rows.append({"threads": count, "trials": len(done), "complete": sum(t.state.name == "COMPLETE" for t in done),
+                     "wall": wall, "search": span})
+        print(f"threads {count}: {len(done)} trials, command {wall:.1f} s, search {span:.1f} s", flush=True)
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; `ntksearch run experiments/quickstart.yaml "
+             f"--no-confirm --n-trials {trials}`, empty compilation cache, one run per row.", "",
+             "| threads | trials (complete) | command wall s | candidates / min (command) | search s "
+             "| candidates / min (search) | × vs 1 thread |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        base = rows[0]["search"] / row["search"] if rows[0]["threads"] == 1 else float("nan")
+        lines.append(f"| {row['threads']} | {row['trials']} ({row['complete']}) | {row['wall']:.1f} | "
+                     f"{60 * row['trials'] / row['wall']:.1f} | {row['search']:.1f} | "
+                     f"{60 * row['trials'] / row['search']:.1f} | {base:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "search_throughput_quickstart.md").write_text(text)
+    (out / "search_throughput_quickstart.json").write_text(json.dumps(rows, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spaces", default="mlp,cnn,rnn")
@@ -144,10 +212,15 @@ def main() -> None:
     parser.add_argument("--record-all", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--optimised-compile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sampler-seed", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--quickstart", type=int, metavar="TRIALS", help="time the quickstart command instead")
+    parser.add_argument("--threads", default="1,2", help="with --quickstart: ','-separated thread counts")
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    if args.quickstart:
+        quickstart(args.quickstart, [int(t) for t in args.threads.split(",")], Path(args.out))
         return
     configs = [c for c in CONFIGS if c in args.configs.split(";")]
     rows = []
@@ -161,20 +234,7 @@ def main() -> None:
                 print(f"{space:>4} {config:<36} {row['candidates'] / row['wall'] * 60:7.1f} cand/min  "
                       f"wall {row['wall']:6.1f} s  compile {row['compile']:6.1f} s of {row['busy']:6.1f} s busy",
                       flush=True)
-    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; digits scoring batch of 32; "
-             f"{args.candidates} candidates per space ({args.sampler} sampler, seed 0); fresh processes per row.", "",
-             "| space | configuration | candidates / min | × vs objective only | compile s | other s | compile share "
-             "| score Δ vs objective only |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        base = next((r for r in rows if r["space"] == row["space"] and r["config"] == "objective only"), None)
-        rate = row["candidates"] / row["wall"] * 60
-        other = row["busy"] - row["compile"]
-        speed = f"{base['wall'] / row['wall']:.2f}" if base else "–"
-        delta = f"{largest_difference(row, base):.1e}" if base and "threads" not in row["config"] else "–"
-        lines.append(f"| {row['space']} | {row['config']} | {rate:.1f} | {speed} | {row['compile']:.1f} | "
-                     f"{other:.1f} | {row['compile'] / row['busy']:.0%} | {delta} |")
-    text = "\n".join(lines) + "\n"
+    text = table(rows, args.candidates, args.sampler)
     print("\n" + text)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "search_throughput.md").write_text(text)
