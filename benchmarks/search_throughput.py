@@ -32,7 +32,9 @@ run of this script, so the ratios between rows are what to read.
 ``ntksearch run experiments/quickstart.yaml --no-confirm --n-trials N`` (TPE, default score, SQLite storage)
 with an empty persistent compilation cache, once per ``--threads`` value (default ``1,2``). It reports the
 command's wall time (starting Python and importing jax included) and the search's own rate (first trial
-started to last trial finished, from the study's timestamps).
+started to last trial finished, from the study's timestamps). The threads draw different candidates (TPE
+follows the scores, and Optuna reseeds it per thread), so the table gives their median parameter count too:
+the default score ranks by size, and larger networks cost more to score.
 
 Usage::
 
@@ -177,18 +179,19 @@ def quickstart(trials: int, threads: list[int], out: Path) -> None:
             study = optuna.load_study(study_name=config["name"], storage=f"sqlite:///{Path(tmp) / 'run' / 'study.db'}")
             done = [t for t in study.trials if t.datetime_complete is not None]
             span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+            sizes = sorted(t.user_attrs["n_params"] for t in done if "n_params" in t.user_attrs)
         rows.append({"threads": count, "trials": len(done), "complete": sum(t.state.name == "COMPLETE" for t in done),
-                     "wall": wall, "search": span})
+                     "wall": wall, "search": span, "median_params": sizes[len(sizes) // 2] if sizes else None})
         print(f"threads {count}: {len(done)} trials, command {wall:.1f} s, search {span:.1f} s", flush=True)
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; `ntksearch run experiments/quickstart.yaml "
              f"--no-confirm --n-trials {trials}`, empty compilation cache, one run per row.", "",
              "| threads | trials (complete) | command wall s | candidates / min (command) | search s "
-             "| candidates / min (search) | × vs 1 thread |", "|---|---|---|---|---|---|---|"]
+             "| candidates / min (search) | × vs 1 thread | median parameters |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         base = rows[0]["search"] / row["search"] if rows[0]["threads"] == 1 else float("nan")
         lines.append(f"| {row['threads']} | {row['trials']} ({row['complete']}) | {row['wall']:.1f} | "
                      f"{60 * row['trials'] / row['wall']:.1f} | {row['search']:.1f} | "
-                     f"{60 * row['trials'] / row['search']:.1f} | {base:.2f} |")
+                     f"{60 * row['trials'] / row['search']:.1f} | {base:.2f} | {row['median_params']:,} |")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     out.mkdir(parents=True, exist_ok=True)
