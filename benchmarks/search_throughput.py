@@ -14,10 +14,10 @@ digits scoring batch, in fresh processes, so nothing compiled earlier is reused 
   the first run: identical architectures load their programs from disk instead of compiling.
 * ``objective, 2 workers``: two worker processes share the study through a journal-file storage (the same
   code path as ``ntksearch worker``), one per CPU core.
-* ``objective, 2 threads``: one process scoring two candidates at once (``threads: 2``, Optuna's ``n_jobs``):
-  one thread compiles while the other runs. The threads take the sampler's draws in the order they ask, so
-  the candidates differ from the other rows' (the score Δ column compares nothing for this row), and its
-  compile seconds add up both threads' compilations, which overlap in time.
+* ``objective, 2 threads``: one process scoring two candidates at once (``threads: 2``,
+  :func:`ntksearch.search.optimize_ahead`): one thread compiles while the other runs. Trials are sampled in
+  trial order, so the random sampler draws the same candidates as in the other rows; its compile seconds add
+  up both threads' compilations, which overlap in time.
 * ``objective, buckets``: as ``objective only`` with shape buckets (:mod:`ntksearch.models.buckets`): candidates
   of one bucket share compiled programs. Every other row scores each candidate on its own (``buckets=None``).
   Its score values are compared with those of ``objective only`` (the same candidates): the largest relative
@@ -32,9 +32,9 @@ run of this script, so the ratios between rows are what to read.
 ``ntksearch run experiments/quickstart.yaml --no-confirm --n-trials N`` (TPE, default score, SQLite storage)
 with an empty persistent compilation cache, once per ``--threads`` value (default ``1,2``). It reports the
 command's wall time (starting Python and importing jax included) and the search's own rate (first trial
-started to last trial finished, from the study's timestamps). The threads draw different candidates (TPE
-follows the scores, and Optuna reseeds it per thread), so the table gives their median parameter count too:
-the default score ranks by size, and larger networks cost more to score.
+started to last trial finished, from the study's timestamps). With k threads TPE samples trial n knowing
+trials 0 … n − k only, so the candidates differ from one thread's; the table gives their median parameter
+count too: the default score ranks by size, and larger networks cost more to score.
 
 Usage::
 
@@ -69,7 +69,7 @@ def child(args: argparse.Namespace) -> None:
 
     from ntksearch.data import load_dataset
     from ntksearch.proxies import LinearisedOptions, NTKOptions
-    from ntksearch.search import ProxyObjective
+    from ntksearch.search import ProxyObjective, optimize_ahead
     from ntksearch.spaces import load_space
 
     if args.cache:
@@ -93,7 +93,10 @@ def child(args: argparse.Namespace) -> None:
     study = optuna.create_study(study_name="throughput", storage=storage, load_if_exists=True,
                                 directions=objective.directions, sampler=sampler)
     start = time.perf_counter()
-    study.optimize(objective, n_trials=args.candidates, n_jobs=args.jobs)
+    if args.jobs > 1:
+        optimize_ahead(study, objective, threads=args.jobs, n_trials=args.candidates)
+    else:
+        study.optimize(objective, n_trials=args.candidates)
     values = {t.number: t.values[0] if t.values else None for t in study.trials}
     print(json.dumps({"seconds": time.perf_counter() - start, "compile": compile_s[0], "n": args.candidates,
                       "values": values}))
@@ -152,7 +155,7 @@ def table(rows: list[dict], candidates: int, sampler: str) -> str:
         other = "–" if threaded else f"{row['busy'] - row['compile']:.1f}"
         share = "–" if threaded else f"{row['compile'] / row['busy']:.0%}"
         speed = f"{base['wall'] / row['wall']:.2f}" if base else "–"
-        delta = f"{largest_difference(row, base):.1e}" if base and not threaded else "–"
+        delta = f"{largest_difference(row, base):.1e}" if base else "–"
         lines.append(f"| {row['space']} | {row['config']} | {rate:.1f} | {speed} | {row['compile']:.1f} | "
                      f"{other} | {share} | {delta} |")
     return "\n".join(lines) + "\n"

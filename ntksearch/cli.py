@@ -53,7 +53,7 @@ _TOP_ROWS = 5
 _REASONS_SHOWN = 3
 _ARCH_WIDTH = 70
 THREADS_HELP = ("candidates scored at once, one thread each, so that one compiles while another runs "
-                "(overrides threads:; above 1 the search is not reproducible from its seed)")
+                "(overrides threads:)")
 
 _EPILOG = """\
 examples:

@@ -31,6 +31,7 @@ _EXPORTS = {
     "ScoreTarget": "targets",
     "WeightedLog": "targets",
     "as_objective": "targets",
+    "optimize_ahead": "pipeline",
     "ProgressLine": "progress",
     "SAMPLERS": "samplers",
     "make_sampler": "samplers",

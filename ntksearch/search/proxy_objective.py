@@ -94,6 +94,9 @@ class Evaluation:
       seconds: ``build`` and per-proxy-group wall-clock seconds.
       values: the objective values, ``None`` when the candidate failed.
       fail_reason: why it failed, else ``None``.
+      programs: the programs (``apply_fn`` objects) its scoring compiled or reused.
+      new_buckets: the shape buckets it met first, when scored against a given set of met buckets
+        (``evaluate(met=...)``); :meth:`ProxyObjective.store` records them.
     """
 
     point: Point
@@ -102,6 +105,8 @@ class Evaluation:
     seconds: dict[str, float]
     values: tuple[float, ...] | None
     fail_reason: str | None = None
+    programs: tuple[Any, ...] = ()
+    new_buckets: frozenset[Any] = frozenset()
 
     def user_attrs(self) -> dict[str, Any]:
         """What a trial stores (:mod:`ntksearch.search.attrs`)."""
@@ -232,10 +237,25 @@ class ProxyObjective:
         train = point.train if self.epochs is None else {**point.train, "epochs": self.epochs}
         return options_for_training(train, self.linearised, n_classes=self.y.shape[-1], train_size=self.train_size)
 
-    def evaluate(self, point: Point, number: int) -> Evaluation:
-        """Build and score ``point`` as candidate ``number`` (its keys: :func:`candidate_keys`)."""
+    @property
+    def buckets_met(self) -> frozenset[Any]:
+        """The shape buckets (padded programs) met so far: a bucket's later candidates are scored in it."""
+        with self._buckets_lock:
+            return frozenset(self._buckets_met)
+
+    def evaluate(self, point: Point, number: int, *, met: frozenset[Any] | None = None) -> Evaluation:
+        """Build and score ``point`` as candidate ``number`` (its keys: :func:`candidate_keys`).
+
+        ``met``: score against these met buckets (a snapshot of :attr:`buckets_met`) and leave the objective's
+        own unchanged until :meth:`store` (so that which candidates are scored in their bucket does not depend
+        on the timing of threads); default: the objective's, updated at once.
+        """
+        self._thread.programs, self._thread.new_buckets = (), frozenset()
+        evaluation = self._evaluate(point, number, met)
+        return dataclasses.replace(evaluation, programs=self.last_programs, new_buckets=self._thread.new_buckets)
+
+    def _evaluate(self, point: Point, number: int, met: frozenset[Any] | None) -> Evaluation:
         keys = candidate_keys(self.seed, number)
-        self._thread.programs = ()
         start = time.perf_counter()
         try:
             built = self.space.build(point, input_shape=tuple(self.x.shape[1:]), n_classes=self.y.shape[-1],
@@ -247,7 +267,7 @@ class ProxyObjective:
         inputs = ProxyInputs.from_model(built, self.x, self.y, key=keys.proxies, ntk=self.ntk, x_val=self.x_val,
                                         y_val=self.y_val, linearised=self.linearised_options(point))
         try:
-            result = self._compute(built, inputs)
+            result = self._compute(built, inputs, met)
         except NonFiniteModelError as exc:
             return Evaluation(point, built, {}, seconds, None, f"non-finite model: {exc}")
         seconds.update(result.seconds)
@@ -261,7 +281,7 @@ class ProxyObjective:
             return Evaluation(point, built, result.values, seconds, None, reason)
         return Evaluation(point, built, result.values, seconds, values)
 
-    def _compute(self, built: BuiltModel, inputs: ProxyInputs) -> ProxyResult:
+    def _compute(self, built: BuiltModel, inputs: ProxyInputs, met: frozenset[Any] | None) -> ProxyResult:
         """The candidate's proxies, in its bucket where exact (:func:`~ntksearch.search.bucketed.plan_scoring`).
 
         The held-out batch reaches the proxies only when one of them reads it: the linearised group otherwise
@@ -272,8 +292,14 @@ class ProxyObjective:
             inputs = dataclasses.replace(inputs, x_val=None, y_val=None)
         values: dict[str, ProxyValue] = {}
         seconds: dict[str, float] = {}
+        if met is None:
+            with self._buckets_lock:
+                plan = plan_scoring(names, inputs, built, self.buckets, met=self._buckets_met)
+        else:
+            seen = set(met)
+            plan = plan_scoring(names, inputs, built, self.buckets, met=seen)
+            self._thread.new_buckets = frozenset(seen - met)
         with self._buckets_lock:
-            plan = plan_scoring(names, inputs, built, self.buckets, met=self._buckets_met)
             self.bucketed_candidates += plan[0][1] is not inputs
         self._thread.programs = tuple(part_inputs.apply_fn for _, part_inputs in plan)
         for part_names, part_inputs in plan:
@@ -285,7 +311,15 @@ class ProxyObjective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         """Sample, score and store one candidate; ``nan`` (one per objective) marks it failed."""
-        evaluation = self.evaluate(self.space.sample(trial), trial.number)
+        return self.store(trial, self.evaluate(self.space.sample(trial), trial.number))
+
+    def store(self, trial: optuna.Trial, evaluation: Evaluation) -> float | tuple[float, ...]:
+        """Store ``evaluation`` in ``trial``'s user attributes and return its objective value(s) for Optuna
+        (``nan`` marks it failed). Its programs become this thread's :attr:`last_programs`, wherever it was
+        scored (:func:`ntksearch.search.pipeline.optimize_ahead` scores in other threads)."""
+        self._thread.programs = evaluation.programs
+        with self._buckets_lock:
+            self._buckets_met.update(evaluation.new_buckets)
         for key, value in evaluation.user_attrs().items():
             trial.set_user_attr(key, value)
         trial.set_user_attr(attrs.WORKER, f"{socket.gethostname()}:{os.getpid()}")

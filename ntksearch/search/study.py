@@ -47,6 +47,7 @@ from ntksearch.search import attrs
 from ntksearch.search.attrs import retry_links
 from ntksearch.search.compiled import ClearCompiledPrograms
 from ntksearch.search.config import Experiment
+from ntksearch.search.pipeline import optimize_ahead
 from ntksearch.search.preflight import check_dataset_fit, check_output
 from ntksearch.search.proxy_objective import ProxyObjective
 from ntksearch.search.storage import StorageError, StorageSpec, absolute_url, local_file, make_storage
@@ -265,9 +266,10 @@ def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: 
     Args:
       n_trials: override the config's total ``trials`` (finished trials of the whole study).
       timeout: override the config's ``timeout`` (seconds for this invocation).
-      threads: override the config's ``threads``: candidates scored at once, one Optuna thread each
-        (``n_jobs``), so that one compiles while another runs. Above 1, Optuna reseeds the sampler per trial
-        and the trials are sampled in an order that depends on timing: faster, not reproducible from ``seed``.
+      threads: override the config's ``threads``: candidates scored at once, so that one compiles while
+        another runs. A ``run`` scores them with :func:`~ntksearch.search.pipeline.optimize_ahead`, reproducible
+        from (``seed``, threads); a worker (``join``) with Optuna's ``n_jobs`` threads, which keep heartbeats
+        but sample in an order that depends on timing.
       resume: continue an existing study (see the module docstring). join: run as a worker.
       overwrite: start over: delete the experiment's existing study and the output folder's previous results
         (:func:`claim_output`).
@@ -291,16 +293,22 @@ def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: 
     write_run_file(experiment)
     total = n_trials if n_trials is not None else experiment.trials
     timeout = timeout if timeout is not None else experiment.timeout
+    threads = threads if threads is not None else experiment.threads
     callbacks = [*callbacks, ClearCompiledPrograms(objective), *([] if progress is None else [progress])]
     remaining = None
     if total is not None:
         remaining = total - len(study.get_trials(deepcopy=False, states=FINISHED))
-        callbacks.insert(0, MaxTrialsCallback(total, states=FINISHED))
     if remaining is None or remaining > 0:
         started: list[int] = []
         try:
-            study.optimize(_tracked(objective, started), n_trials=remaining, timeout=timeout, callbacks=callbacks,
-                           n_jobs=threads if threads is not None else experiment.threads)
+            if threads > 1 and not join:  # the only process: reproducible threads
+                optimize_ahead(study, objective, threads=threads, n_trials=remaining, timeout=timeout,
+                               callbacks=callbacks, started=started)
+            else:  # workers count the study's total together, and send heartbeats
+                if total is not None:
+                    callbacks.insert(0, MaxTrialsCallback(total, states=FINISHED))
+                study.optimize(_tracked(objective, started), n_trials=remaining, timeout=timeout,
+                               callbacks=callbacks, n_jobs=threads)
         except KeyboardInterrupt:
             record_interruption(study, started, all_running=not join)
             raise

@@ -5,15 +5,29 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import optuna
+import pytest
 from optuna.trial import TrialState
 
 import ntksearch.search.study as study_module
-from ntksearch.search import ClearCompiledPrograms, ProxyObjective, attrs, load_experiment, run_search
-from ntksearch.search.study import experiment_objective
+from ntksearch.search import (
+    ClearCompiledPrograms,
+    ProxyObjective,
+    attrs,
+    load_experiment,
+    optimize_ahead,
+    run_search,
+)
+from ntksearch.search.study import experiment_objective, load_existing_study
 from tests.search.helpers import TINY_SPACE, write_experiment
 
+# widths 8, 12 and 16 are three programs and one shape bucket (rounded up to 16)
 WIDTHS_SPACE = {**TINY_SPACE, "hyperparameters": {**TINY_SPACE["hyperparameters"],
                                                   "width": {"type": "categorical", "choices": [8, 12, 16]}}}
+
+
+def _trials(study: optuna.Study) -> list[tuple]:
+    return [(t.number, t.state, t.params, t.values, t.user_attrs.get(attrs.PROXIES)) for t in study.trials]
 
 
 def test_threads_default_to_one_and_are_read_from_the_config(tmp_path: Path) -> None:
@@ -30,8 +44,8 @@ def test_a_threaded_search_gives_each_candidate_its_sequential_values(tmp_path: 
             made.append(self)
 
     monkeypatch.setattr(study_module, "ClearCompiledPrograms", EveryProgramCleared)
-    # every candidate on its own: with buckets, whether one is scored in its bucket's program depends on the
-    # order the threads met the buckets in (equal values up to float32 summation order, not bit for bit)
+    # every candidate on its own: in a bucket a candidate's values equal its stand-alone ones only up to float32
+    # summation order, not bit for bit
     monkeypatch.setattr(study_module, "ProxyObjective", functools.partial(ProxyObjective, buckets=None))
     experiment = load_experiment(write_experiment(tmp_path, space_doc=WIDTHS_SPACE, trials=8, threads=2))
     study = run_search(experiment)
@@ -45,3 +59,66 @@ def test_a_threaded_search_gives_each_candidate_its_sequential_values(tmp_path: 
     for trial in trials:
         alone = objective.evaluate(experiment.space.point_from_params(trial.params), trial.number)
         assert trial.user_attrs[attrs.PROXIES] == {name: v.value for name, v in alone.proxies.items()}
+
+
+def test_a_threaded_run_is_reproducible_from_its_seed(tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):  # TPE, shape buckets on (the defaults): bucket decisions must not depend on timing
+        folder = tmp_path / name
+        folder.mkdir()
+        runs.append(run_search(load_experiment(write_experiment(folder, space_doc=WIDTHS_SPACE, trials=12,
+                                                                threads=3, sampler={"name": "tpe",
+                                                                                    "n_startup_trials": 4}))))
+    assert _trials(runs[0]) == _trials(runs[1])
+    assert all(t.state == TrialState.COMPLETE for t in runs[0].trials)
+
+
+def test_threads_sample_the_candidates_of_one_thread_under_a_random_sampler(tmp_path: Path) -> None:
+    studies = {}
+    for threads in (1, 2):
+        folder = tmp_path / str(threads)
+        folder.mkdir()
+        studies[threads] = run_search(load_experiment(write_experiment(
+            folder, space_doc=WIDTHS_SPACE, trials=6, threads=threads, sampler="random")))
+    one, two = (studies[k].trials for k in (1, 2))
+    assert [t.params for t in one] == [t.params for t in two]
+    for a, b in zip(one, two, strict=True):  # in its bucket or alone: equal up to float32 summation order
+        assert b.value == pytest.approx(a.value, rel=1e-12)
+        assert b.user_attrs[attrs.PROXIES] == pytest.approx(a.user_attrs[attrs.PROXIES], rel=1e-5)
+
+
+def test_ctrl_c_leaves_the_trials_in_flight_for_resume(tmp_path: Path) -> None:
+    experiment = load_experiment(write_experiment(tmp_path, space_doc=WIDTHS_SPACE, trials=6, threads=3))
+
+    def ctrl_c_after_the_first(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_search(experiment, callbacks=[ctrl_c_after_the_first])
+    study = load_existing_study(experiment.storage, experiment.study)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]  # trial 0 told; 1, 2 in flight
+    assert {k for k in study.user_attrs if k.startswith("interrupted:")} == {"interrupted:1", "interrupted:2"}
+    study = run_search(experiment, resume=True)
+    retried = {t.system_attrs.get("failed_trial") for t in study.trials} - {None}
+    assert retried == {1, 2} and len(study.trials) == 6  # the interrupted trials count among the finished
+    assert all(t.state == TrialState.COMPLETE for t in study.trials[3:])
+
+
+def test_a_bug_while_scoring_fails_its_trial_and_those_in_flight(tmp_path: Path, monkeypatch) -> None:
+    experiment = load_experiment(write_experiment(tmp_path, trials=4))
+    objective = experiment_objective(experiment)
+    evaluate = objective.evaluate
+
+    def broken_at_1(point, number, *, met=None):
+        if number == 1:
+            raise RuntimeError("a bug")
+        return evaluate(point, number, met=met)
+
+    monkeypatch.setattr(objective, "evaluate", broken_at_1)
+    study = optuna.create_study(directions=objective.directions)
+    with pytest.raises(RuntimeError, match="a bug"):
+        optimize_ahead(study, objective, threads=2, n_trials=4)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    with pytest.raises(ValueError, match="threads"):
+        optimize_ahead(study, objective, threads=0)
