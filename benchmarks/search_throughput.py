@@ -14,8 +14,8 @@ digits scoring batch, in fresh processes, so nothing compiled earlier is reused 
   the first run: identical architectures load their programs from disk instead of compiling.
 * ``objective, 2 workers``: two worker processes share the study through a journal-file storage (the same
   code path as ``ntksearch worker``), one per CPU core.
-* ``objective, 2 threads``: one process scoring two candidates at once (``threads: 2``,
-  :func:`ntksearch.search.optimize_ahead`): one thread compiles while the other runs. Trials are sampled in
+* ``objective, 2 threads`` (``3 threads``): one process scoring two (three) candidates at once (``threads: 2``,
+  :func:`ntksearch.search.optimize_ahead`): one thread compiles while another runs. Trials are sampled in
   trial order, so the random sampler draws the same candidates as in the other rows; its compile seconds add
   up both threads' compilations, which overlap in time.
 * ``objective, buckets``: as ``objective only`` with shape buckets (:mod:`ntksearch.models.buckets`): candidates
@@ -58,7 +58,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("all proxies", "objective only", "objective, optimised compile", "objective, warm disk cache",
-           "objective, 2 workers", "objective, 2 threads", "objective, buckets", "objective, buckets, warm disk cache")
+           "objective, 2 workers", "objective, 2 threads", "objective, 3 threads", "objective, buckets",
+           "objective, buckets, warm disk cache")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -116,8 +117,8 @@ def run_config(space: str, config: str, candidates: int, workdir: Path, sampler:
         base.append("--buckets")
     if "optimised compile" in config:
         base.append("--optimised-compile")
-    if "2 threads" in config:
-        base += ["--jobs", "2"]
+    if "threads" in config:  # "objective, k threads"
+        base += ["--jobs", config.split()[-2]]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if workers > 1:  # one core each: XLA's thread pools would otherwise fight over both cores
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "

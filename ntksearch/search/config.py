@@ -30,9 +30,9 @@ Annotated example (``experiments/quickstart.yaml`` is a real one)::
                                       #   workers; at least one of trials and timeout (grid may omit both)
     timeout: 600                      # seconds per invocation
     threads: 1                        # candidates scored at once in this process, one thread each, so that one
-                                      #   compiles while another runs (default 1; 2 on a 2-core CPU gains
-                                      #   1.2-1.8x); reproducible from (seed, threads): trial n is sampled
-                                      #   knowing trials 0 ... n - threads
+                                      #   compiles while another runs (default 1; on a 2-core CPU 2-3
+                                      #   threads gain 1.05-1.27x); reproducible from (seed, threads): trial
+                                      #   n is sampled knowing trials 0 ... n - threads
     storage: sqlite:///runs/quickstart/study.db   # default sqlite:///<output>/study.db; also
     #   postgresql+psycopg2://user:pass@host/db or journal:<file>, or a mapping
     #   {url: ..., heartbeat_interval: 60, grace_period: 120, max_retry: 3}
