@@ -122,3 +122,12 @@ def test_a_bug_while_scoring_fails_its_trial_and_those_in_flight(tmp_path: Path,
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
     with pytest.raises(ValueError, match="threads"):
         optimize_ahead(study, objective, threads=0)
+
+
+def test_threaded_workers_share_the_study_total(tmp_path: Path) -> None:
+    experiment = load_experiment(write_experiment(tmp_path, space_doc=WIDTHS_SPACE, trials=5,
+                                                  storage=f"journal:{tmp_path / 'shared.log'}"))
+    run_search(experiment, join=True, threads=2, n_trials=3)  # Optuna's n_jobs threads, as `worker --threads 2`
+    study = run_search(experiment, join=True, threads=2)  # a second worker stops at the study's total
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert 5 <= len(finished) <= 6 and all(t.state == TrialState.COMPLETE for t in finished)
