@@ -87,9 +87,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh
 from threadpoolctl import threadpool_limits
 
-from ntksearch.ntk.compile import compiles_fast
-from ntksearch.ntk.forward import trace_forward
-from ntksearch.ntk.kernel import NonFiniteModelError, ProbeKernel, ProbeProducts, dense_point, probe_products
+from ntksearch.ntk.kernel import NonFiniteModelError, ProbeKernel, ProbeProducts, prepare_kernel, probe_products
 from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, vjp_batch
 from ntksearch.ntk.options import METHODS, CompileMode, Method, NTKOptions
 from ntksearch.ntk.plan import QUANTITIES, EstimatePlan, plan_estimate, requested_quantities
@@ -306,14 +304,12 @@ def ntk_metrics(
     wanted = requested_quantities(quantities, y is not None)
     n_labels = 2 if any(q.startswith("label") for q in wanted) else 0
     mesh = probe_mesh(devices)
-    forward = trace_forward(apply_fn, params, x)
-    fast = compiles_fast(compile_mode, forward)
-    point = dense_point(apply_fn, params, x, mesh, forward=forward, fast_compile=fast)
+    setup = prepare_kernel(apply_fn, params, x, mesh, compile_mode)
     plan = plan_estimate(method, op.n, op.p, max_matvecs=max_matvecs, wanted=wanted, n_labels=n_labels,
                          min_blocks=min_blocks, sketch_size=sketch_size, block_size=block_size, mesh=mesh,
-                         dense=point is not None)
+                         dense=setup.point is not None)
     kernel = ProbeKernel(apply_fn, params, x, side=plan.side, block_size=plan.block_size, dim=plan.dim, mesh=mesh,
-                         point=point, fast_compile=fast)
+                         point=setup.point, fast_compile=setup.fast_compile)
     with threadpool_limits(1, user_api="blas"):  # small host matrices; threaded BLAS beside XLA only thrashes
         return _estimate(op, kernel, plan, y, key, rtol)
 

@@ -11,10 +11,8 @@ That trade pays when a pass costs much more than 2·n·p flops: weight sharing (
 makes a pass cost 2·B·(positions or steps)·p, against 2·B·O·p for a dense product. A dense layer's pass costs
 about 2·B·p, so MLPs with O ≥ 1 outputs stay matrix-free. :func:`dense_jacobian_pays` applies the rule
 2·n·p ≤ F, F the flops of the forward pass's matrix products and convolutions counted on its jaxpr
-(:class:`~ntksearch.ntk.forward.ForwardPass`) (a loop
-body counted once, so recurrent models are under-counted and stay matrix-free unless they pay anyway), and
-n·p ≤
-:data:`DENSE_MAX_ENTRIES` (J stays small in memory).
+(:class:`~ntksearch.ntk.forward.ForwardPass`; a loop body counted once, so recurrent models are under-counted
+and stay matrix-free unless they pay anyway), and n·p ≤ :data:`DENSE_MAX_ENTRIES` (J stays small in memory).
 
 The per-example decomposition assumes examples do not interact (no batch statistics, no cross-example
 attention). :func:`dense_jacobian` checks it at the point, at the cost of one whole-batch JVP: with a fixed

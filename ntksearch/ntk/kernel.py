@@ -18,18 +18,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ntksearch.ntk.compile import jitted
+from ntksearch.ntk.compile import compiles_fast, jitted
 from ntksearch.ntk.forward import ForwardPass, trace_forward
 from ntksearch.ntk.jacobian import dense_jacobian, dense_jacobian_pays
 from ntksearch.ntk.operator import ApplyFn, Array, Params, Side, linearize
 
 __all__ = [
+    "KernelSetup",
     "NonFiniteModelError",
     "ProbeKernel",
     "ProbeProducts",
     "dense_point",
     "dense_probe_products",
     "gram_norms",
+    "prepare_kernel",
     "probe_products",
 ]
 
@@ -181,9 +183,28 @@ def dense_point(apply_fn: ApplyFn, params: Params, x: Array, mesh: Mesh | None, 
     ``forward``: the model's traced forward pass at ``(params, x)``, when the caller has it (else traced here)."""
     if mesh is not None:
         return None
-    if not dense_jacobian_pays(forward or trace_forward(apply_fn, params, x), params, x):
+    if not dense_jacobian_pays(forward if forward is not None else trace_forward(apply_fn, params, x), params, x):
         return None
     return dense_jacobian(apply_fn, params, x, fast_compile=fast_compile)
+
+
+class KernelSetup(NamedTuple):
+    """How a model's product kernel is built: ``point`` (outputs, J) for products through the dense per-example
+    Jacobian or None for AD passes (:func:`dense_point`), and ``fast_compile`` (XLA level 0,
+    :func:`ntksearch.ntk.compile.compiles_fast`)."""
+
+    point: tuple[Array, Array] | None
+    fast_compile: bool
+
+
+def prepare_kernel(apply_fn: ApplyFn, params: Params, x: Array, mesh: Mesh | None, compile_mode: str
+                   ) -> KernelSetup:
+    """Both choices made before a model's product kernel compiles, from one abstract trace of its forward pass
+    (:func:`ntksearch.ntk.forward.trace_forward`): the compile level for ``compile_mode``, then the dense point
+    (compiled at that level)."""
+    forward = trace_forward(apply_fn, params, x)
+    fast = compiles_fast(compile_mode, forward)
+    return KernelSetup(dense_point(apply_fn, params, x, mesh, forward=forward, fast_compile=fast), fast)
 
 
 class ProbeKernel:

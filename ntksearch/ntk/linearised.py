@@ -63,10 +63,8 @@ import jax.numpy as jnp
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ntksearch.ntk.compile import compiles_fast
 from ntksearch.ntk.estimators import NonFiniteModelError, ProbeKernel, host_rng, probe_mesh
-from ntksearch.ntk.forward import trace_forward
-from ntksearch.ntk.kernel import dense_point
+from ntksearch.ntk.kernel import prepare_kernel
 from ntksearch.ntk.lanczos import Lanczos, ritz
 from ntksearch.ntk.linearised_dynamics import LinearisedKernel, LinearisedMetrics, check_setting
 from ntksearch.ntk.operator import ApplyFn, Array, Params
@@ -119,12 +117,10 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
     y = np.asarray(y_train, np.float64)
     n, n_classes = y.size, y.shape[1]
     mesh = probe_mesh()
-    forward = trace_forward(apply_fn, params, x_train)
-    fast = compiles_fast(compile_mode, forward)
+    setup = prepare_kernel(apply_fn, params, x_train, mesh, compile_mode)
     kernel = ProbeKernel(apply_fn, params, x_train, side="state", block_size=block_size, dim=n, mesh=mesh,
-                         fast_compile=fast,
-                         point=dense_point(apply_fn, params, x_train, mesh, forward=forward, fast_compile=fast))
-    held_out = None if labels is None else _HeldOut(apply_fn, params, x_val, mesh, fast)
+                         point=setup.point, fast_compile=setup.fast_compile)
+    held_out = None if labels is None else _HeldOut(apply_fn, params, x_val, mesh, setup.fast_compile)
     probe_rng = host_rng(key, 1)
     draw = lambda count: probe_rng.choice(np.array([-1, 1], np.int8), size=(count, n))
     lanczos = Lanczos(n, max_matvecs, block_size * (max_matvecs + 1), host_rng(key, 2))

@@ -23,10 +23,8 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ntksearch.ntk.compile import compiles_fast
 from ntksearch.ntk.estimators import Estimate, NonFiniteModelError, ProbeKernel, host_rng, probe_mesh
-from ntksearch.ntk.forward import trace_forward
-from ntksearch.ntk.kernel import dense_point
+from ntksearch.ntk.kernel import prepare_kernel
 from ntksearch.ntk.operator import ApplyFn, Array, NTKOperator, Params, smaller_side
 from ntksearch.ntk.options import CompileMode, NTKOptions
 
@@ -87,10 +85,10 @@ def lambda_max(
     op = NTKOperator.create(apply_fn, params, x)
     side, dim = smaller_side(op.n, op.p), min(op.n, op.p)
     b = min(block_size, dim)
-    forward, mesh = trace_forward(apply_fn, params, x), probe_mesh()
-    fast = compiles_fast(compile_mode, forward)
-    kernel = ProbeKernel(apply_fn, params, x, side=side, block_size=b, dim=dim, mesh=mesh, fast_compile=fast,
-                         point=dense_point(apply_fn, params, x, mesh, forward=forward, fast_compile=fast))
+    mesh = probe_mesh()
+    setup = prepare_kernel(apply_fn, params, x, mesh, compile_mode)
+    kernel = ProbeKernel(apply_fn, params, x, side=side, block_size=b, dim=dim, mesh=mesh, point=setup.point,
+                         fast_compile=setup.fast_compile)
 
     def gram(block: np.ndarray) -> np.ndarray:  # (d, k ≤ b) → A block, via one call of the shared kernel
         images = np.asarray(kernel(block.T, adjoint=True).adjoint, np.float64)[: block.shape[1]].T

@@ -163,12 +163,14 @@ class ProxyObjective:
       bucketed_candidates: how many candidates were scored in their bucket's padded program.
       last_programs: the programs (``apply_fn`` objects: the candidate's, its bucket's) the last evaluation
         of the calling thread compiled or reused, for :class:`~ntksearch.search.compiled.ClearCompiledPrograms`.
-
-    Thread-safe: ``study.optimize(objective, n_jobs=k)`` scores k candidates at once (what ``threads:`` in an
-    experiment does), so that one compiles while another runs; each candidate's values depend only on its
-    point and trial number.
       objective: the parsed :class:`~ntksearch.search.targets.Objective`.
       x, y: the scoring batch. x_val, y_val: the held-out batch (one-hot), or None.
+
+    Thread-safe, so that one candidate compiles while another runs:
+    :func:`~ntksearch.search.pipeline.optimize_ahead` (``threads:`` of a run) scores candidates in threads with
+    :meth:`evaluate` and stores them with :meth:`store` in trial order; ``study.optimize(objective, n_jobs=k)``
+    (a worker's threads) works too. Each candidate's values depend only on its point, its trial number and the
+    shape buckets met before it.
     """
 
     def __init__(self, space: SearchSpace, data: Dataset | tuple[np.ndarray, np.ndarray], *,
