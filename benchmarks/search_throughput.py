@@ -18,6 +18,9 @@ digits scoring batch, in fresh processes, so nothing compiled earlier is reused 
   :func:`ntksearch.search.optimize_ahead`): one thread compiles while another runs. Trials are sampled in
   trial order, so the random sampler draws the same candidates as in the other rows; its compile seconds add
   up both threads' compilations, which overlap in time.
+* ``objective, 2 processes``: as ``2 threads``, the two candidates scored in two worker processes
+  (``processes: 2``): the same trials, and tracing and Python work overlap too. Its compile seconds are not
+  measured (they happen in the worker processes).
 * ``objective, buckets``: as ``objective only`` with shape buckets (:mod:`ntksearch.models.buckets`): candidates
   of one bucket share compiled programs. Every other row scores each candidate on its own (``buckets=None``).
   Its score values are compared with those of ``objective only`` (the same candidates): the largest relative
@@ -30,16 +33,18 @@ run of this script, so the ratios between rows are what to read.
 
 ``--quickstart N`` instead times the quickstart itself through the command line, as a new user runs it:
 ``ntksearch run experiments/quickstart.yaml --no-confirm --n-trials N`` (TPE, default score, SQLite storage)
-with an empty persistent compilation cache, once per ``--threads`` value (default ``1,2``). It reports the
+with an empty persistent compilation cache, once per ``--threads`` value (default ``1,2``) and per
+``--processes`` value (default none). It reports the
 command's wall time (starting Python and importing jax included) and the search's own rate (first trial
-started to last trial finished, from the study's timestamps). With k threads TPE samples trial n knowing
-trials 0 … n − k only, so the candidates differ from one thread's; the table gives their median parameter
+started to last trial finished, from the study's timestamps). With k threads or processes TPE samples trial n
+knowing trials 0 … n − k only, so the candidates differ from one thread's; the table gives their median parameter
 count too: the default score ranks by size, and larger networks cost more to score.
 
 Usage::
 
     python benchmarks/search_throughput.py                 # mlp, cnn, rnn spaces (≈ 15 min on 2 cores)
     python benchmarks/search_throughput.py --quickstart 100 --threads 1,2
+    python benchmarks/search_throughput.py --quickstart 100 --threads 1 --processes 2
     python benchmarks/search_throughput.py --spaces mlp --candidates 30
     python benchmarks/search_throughput.py --spaces mlp,rnn --configs "objective only;objective, buckets"
 """
@@ -58,7 +63,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("all proxies", "objective only", "objective, optimised compile", "objective, warm disk cache",
-           "objective, 2 workers", "objective, 2 threads", "objective, 3 threads", "objective, buckets",
+           "objective, 2 workers", "objective, 2 threads", "objective, 3 threads", "objective, 2 processes",
+           "objective, buckets",
            "objective, buckets, warm disk cache")
 
 
@@ -96,6 +102,8 @@ def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     if args.jobs > 1:
         optimize_ahead(study, objective, threads=args.jobs, n_trials=args.candidates)
+    elif args.worker_processes > 1:
+        optimize_ahead(study, objective, processes=args.worker_processes, n_trials=args.candidates)
     else:
         study.optimize(objective, n_trials=args.candidates)
     values = {t.number: t.values[0] if t.values else None for t in study.trials}
@@ -119,6 +127,8 @@ def run_config(space: str, config: str, candidates: int, workdir: Path, sampler:
         base.append("--optimised-compile")
     if "threads" in config:  # "objective, k threads"
         base += ["--jobs", config.split()[-2]]
+    if "processes" in config:  # "objective, k processes"
+        base += ["--worker-processes", config.split()[-2]]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if workers > 1:  # one core each: XLA's thread pools would otherwise fight over both cores
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
@@ -143,7 +153,7 @@ def largest_difference(row: dict, reference: dict) -> float:
 
 def table(rows: list[dict], candidates: int, sampler: str) -> str:
     """The Markdown table of ``rows``. A threaded row's compile seconds add up overlapping compilations, so its
-    "other" time and compile share are not shown."""
+    "other" time and compile share are not shown; a row with worker processes has no compile seconds."""
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; digits scoring batch of 32; "
              f"{candidates} candidates per space ({sampler} sampler, seed 0); fresh processes per row.", "",
              "| space | configuration | candidates / min | × vs objective only | compile s | other s | compile share "
@@ -152,23 +162,25 @@ def table(rows: list[dict], candidates: int, sampler: str) -> str:
     for row in rows:
         base = next((r for r in rows if r["space"] == row["space"] and r["config"] == "objective only"), None)
         rate = row["candidates"] / row["wall"] * 60
-        threaded = "threads" in row["config"]
+        threaded = "threads" in row["config"] or "processes" in row["config"]
         other = "–" if threaded else f"{row['busy'] - row['compile']:.1f}"
         share = "–" if threaded else f"{row['compile'] / row['busy']:.0%}"
+        compiled = "–" if "processes" in row["config"] else f"{row['compile']:.1f}"
         speed = f"{base['wall'] / row['wall']:.2f}" if base else "–"
         delta = f"{largest_difference(row, base):.1e}" if base else "–"
-        lines.append(f"| {row['space']} | {row['config']} | {rate:.1f} | {speed} | {row['compile']:.1f} | "
+        lines.append(f"| {row['space']} | {row['config']} | {rate:.1f} | {speed} | {compiled} | "
                      f"{other} | {share} | {delta} |")
     return "\n".join(lines) + "\n"
 
 
-def quickstart(trials: int, threads: list[int], out: Path) -> None:
-    """Time the cold quickstart command once per thread count; print and write the table (see the module doc)."""
+def quickstart(trials: int, runs: list[tuple[str, int]], out: Path) -> None:
+    """Time the cold quickstart command once per (``threads`` or ``processes``, count) of ``runs``; print and write
+    the table (see the module doc)."""
     import optuna
     import yaml
 
     rows = []
-    for count in threads:
+    for kind, count in runs:
         with tempfile.TemporaryDirectory() as tmp:
             config = yaml.safe_load((ROOT / "experiments" / "quickstart.yaml").read_text())
             config.update(space=str(ROOT / "search_spaces" / "mlp.yaml"), output=str(Path(tmp) / "run"))
@@ -176,7 +188,7 @@ def quickstart(trials: int, threads: list[int], out: Path) -> None:
             path.write_text(yaml.safe_dump(config))
             env = dict(os.environ, PYTHONPATH=str(ROOT), NTKSEARCH_JAX_CACHE=str(Path(tmp) / "cache"))
             command = [sys.executable, "-c", "import sys; from ntksearch.cli import main; sys.exit(main())", "run",
-                       str(path), "--no-confirm", "--quiet", "--n-trials", str(trials), "--threads", str(count)]
+                       str(path), "--no-confirm", "--quiet", "--n-trials", str(trials), f"--{kind}", str(count)]
             start = time.perf_counter()
             subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - start
@@ -184,16 +196,17 @@ def quickstart(trials: int, threads: list[int], out: Path) -> None:
             done = [t for t in study.trials if t.datetime_complete is not None]
             span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
             sizes = sorted(t.user_attrs["n_params"] for t in done if "n_params" in t.user_attrs)
-        rows.append({"threads": count, "trials": len(done), "complete": sum(t.state.name == "COMPLETE" for t in done),
+        label = f"{count} {kind if count > 1 else {'threads': 'thread', 'processes': 'process'}[kind]}"
+        rows.append({"parallel": label, "trials": len(done), "complete": sum(t.state.name == "COMPLETE" for t in done),
                      "wall": wall, "search": span, "median_params": sizes[len(sizes) // 2] if sizes else None})
-        print(f"threads {count}: {len(done)} trials, command {wall:.1f} s, search {span:.1f} s", flush=True)
+        print(f"{kind} {count}: {len(done)} trials, command {wall:.1f} s, search {span:.1f} s", flush=True)
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; `ntksearch run experiments/quickstart.yaml "
              f"--no-confirm --n-trials {trials}`, empty compilation cache, one run per row.", "",
-             "| threads | trials (complete) | command wall s | candidates / min (command) | search s "
+             "| scored in | trials (complete) | command wall s | candidates / min (command) | search s "
              "| candidates / min (search) | × vs 1 thread | median parameters |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        base = rows[0]["search"] / row["search"] if rows[0]["threads"] == 1 else float("nan")
-        lines.append(f"| {row['threads']} | {row['trials']} ({row['complete']}) | {row['wall']:.1f} | "
+        base = rows[0]["search"] / row["search"] if rows[0]["parallel"] == "1 thread" else float("nan")
+        lines.append(f"| {row['parallel']} | {row['trials']} ({row['complete']}) | {row['wall']:.1f} | "
                      f"{60 * row['trials'] / row['wall']:.1f} | {row['search']:.1f} | "
                      f"{60 * row['trials'] / row['search']:.1f} | {base:.2f} | {row['median_params']:,} |")
     text = "\n".join(lines) + "\n"
@@ -222,12 +235,16 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--quickstart", type=int, metavar="TRIALS", help="time the quickstart command instead")
     parser.add_argument("--threads", default="1,2", help="with --quickstart: ','-separated thread counts")
+    parser.add_argument("--processes", default="", help="with --quickstart: ','-separated worker process counts")
+    parser.add_argument("--worker-processes", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
     if args.quickstart:
-        quickstart(args.quickstart, [int(t) for t in args.threads.split(",")], Path(args.out))
+        runs = [("threads", int(t)) for t in args.threads.split(",") if t]
+        quickstart(args.quickstart, runs + [("processes", int(p)) for p in args.processes.split(",") if p],
+                   Path(args.out))
         return
     configs = [c for c in CONFIGS if c in args.configs.split(";")]
     rows = []

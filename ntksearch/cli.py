@@ -32,6 +32,7 @@ from ntksearch.search import (
     ProgressLine,
     StorageError,
     StorageSpec,
+    WorkerProcessDied,
     attrs,
     confirm_candidates,
     experiment_objective,
@@ -53,7 +54,9 @@ _TOP_ROWS = 5
 _REASONS_SHOWN = 3
 _ARCH_WIDTH = 70
 THREADS_HELP = ("candidates scored at once, one thread each, so that one compiles while another runs "
-                "(overrides threads:)")
+                "(overrides threads: and processes:)")
+PROCESSES_HELP = ("candidates scored at once, in this many worker processes: faster than threads on several "
+                  "cores (overrides threads: and processes:)")
 
 _EPILOG = """\
 examples:
@@ -88,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-trials", type=_positive(int), help="total trials of the study (overrides trials:)")
     run.add_argument("--timeout", type=_positive(float), help="stop starting trials after this many seconds")
     run.add_argument("--storage", help="storage URL (overrides storage:)")
-    run.add_argument("--threads", type=_positive(int), help=THREADS_HELP)
+    parallel = run.add_mutually_exclusive_group()
+    parallel.add_argument("--threads", type=_positive(int), help=THREADS_HELP)
+    parallel.add_argument("--processes", type=_positive(int), help=PROCESSES_HELP)
     restart = run.add_mutually_exclusive_group()
     restart.add_argument("--resume", action="store_true", help="continue the existing study of this experiment")
     restart.add_argument("--overwrite", action="store_true",
@@ -139,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), "storage")
     except KeyboardInterrupt:
         return _fail("interrupted (continue with --resume)", "interrupted")
+    except WorkerProcessDied as exc:
+        return _fail(str(exc), "unexpected")
     except OSError as exc:  # an unreadable or unwritable file outside a config (--out, a run folder)
         return _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), "unexpected")
     except Exception:
@@ -156,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
         f"{dataset.name} {dataset.input_shape}, objective {experiment.objective.describe()}, "
         f"sampler {experiment.sampler.name}, {total or 'unlimited'} trials, storage {experiment.storage.url}")
     study = run_search(experiment, n_trials=args.n_trials, timeout=args.timeout, threads=args.threads,
-                       resume=args.resume, overwrite=args.overwrite, dataset=dataset,
+                       processes=args.processes, resume=args.resume, overwrite=args.overwrite, dataset=dataset,
                        progress=None if args.quiet else ProgressLine(total))
     failure = _all_failed(study)
     if experiment.confirm is not None and not args.no_confirm and failure is None:

@@ -47,8 +47,12 @@ class ClearCompiledPrograms:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         del study, trial
+        self.add(self.objective.last_programs)
+
+    def add(self, programs: tuple[Any, ...]) -> None:
+        """Count ``programs`` (those of one evaluation) and clear the caches if there are now too many."""
         with self._lock:
-            self.programs.update(self.objective.last_programs)
+            self.programs.update(programs)
             if len(self.programs) > self.max_programs:
                 jax.clear_caches()
                 self.programs.clear()

@@ -33,6 +33,10 @@ Annotated example (``experiments/quickstart.yaml`` is a real one)::
                                       #   compiles while another runs (default 1; on a 2-core CPU 2-3
                                       #   threads gain 1.05-1.27x); reproducible from (seed, threads): trial
                                       #   n is sampled knowing trials 0 ... n - threads
+    processes: 1                      # or: candidates scored at once in this many worker processes (default 1:
+                                      #   none), which overlap tracing and Python work too (`run` only; at
+                                      #   most one of threads and processes above 1); reproducible from (seed,
+                                      #   processes), the same search as that many threads
     storage: sqlite:///runs/quickstart/study.db   # default sqlite:///<output>/study.db; also
     #   postgresql+psycopg2://user:pass@host/db or journal:<file>, or a mapping
     #   {url: ..., heartbeat_interval: 60, grace_period: 120, max_retry: 3}
@@ -99,7 +103,7 @@ __all__ = [
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _TOP_LEVEL_REQUIRED = {"name", "dataset", "space"}
 _TOP_LEVEL_OPTIONAL = {"seed", "scoring", "objective", "record", "sampler", "trials", "timeout", "threads",
-                       "storage", "study", "output", "confirm"}
+                       "processes", "storage", "study", "output", "confirm"}
 _RECORD_KEYWORDS = ("all", "objective")
 MIN_SCORING_BATCH = 2
 MAX_SEED = 2**32 - 1  # what numpy (and so every Optuna sampler) accepts as a seed
@@ -179,6 +183,7 @@ class Experiment:
     trials: int | None
     timeout: float | None
     threads: int
+    processes: int
     storage: StorageSpec
     study: str
     output: Path
@@ -220,6 +225,11 @@ def load_experiment(path: str | Path) -> Experiment:
         raise root.error("set trials (total number of trials) and/or timeout (seconds); only the grid "
                          "sampler may omit both (it stops when the grid is exhausted)")
     output = root["output"].file_path() if "output" in keys else Path("runs") / name
+    threads = root["threads"].integer(minimum=1) if "threads" in keys else 1
+    processes = root["processes"].integer(minimum=1) if "processes" in keys else 1
+    if threads > 1 and processes > 1:
+        raise root["processes"].error(f"{processes} worker processes and threads: {threads}; score in threads or "
+                                      "in processes, not both (set one of them to 1)")
     return Experiment(
         name=name,
         path=path,
@@ -232,7 +242,8 @@ def load_experiment(path: str | Path) -> Experiment:
         sampler=sampler,
         trials=trials,
         timeout=timeout,
-        threads=root["threads"].integer(minimum=1) if "threads" in keys else 1,
+        threads=threads,
+        processes=processes,
         storage=_storage(root.get("storage"), output),
         study=root["study"].string() if "study" in keys else name,
         output=output,

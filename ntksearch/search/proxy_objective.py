@@ -65,7 +65,7 @@ from ntksearch.search.targets import Objective, as_objective
 from ntksearch.spaces import Point, SearchSpace
 from ntksearch.validation import ConfigError
 
-__all__ = ["CandidateKeys", "Evaluation", "ProxyObjective", "candidate_keys"]
+__all__ = ["CandidateKeys", "CandidateSize", "Evaluation", "ProxyObjective", "candidate_keys"]
 
 DEFAULT_BATCH_SIZE = 64
 
@@ -84,12 +84,21 @@ def candidate_keys(seed: int, number: int) -> CandidateKeys:
     return CandidateKeys(*(jax.random.fold_in(base, i) for i in range(3)))
 
 
+class CandidateSize(NamedTuple):
+    """What a trial records of a built model (:meth:`Evaluation.detached` keeps it instead of the model)."""
+
+    family: str
+    n_params: int
+    flops: int
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Evaluation:
     """One scored candidate.
 
     Attributes:
-      point: the sampled point. built: the model (``None`` when it failed to build).
+      point: the sampled point. built: the model (``None`` when it failed to build; only its
+        :class:`CandidateSize` in a :meth:`detached` evaluation).
       proxies: computed proxies (empty on failure before scoring).
       seconds: ``build`` and per-proxy-group wall-clock seconds.
       values: the objective values, ``None`` when the candidate failed.
@@ -100,13 +109,19 @@ class Evaluation:
     """
 
     point: Point
-    built: BuiltModel | None
+    built: BuiltModel | CandidateSize | None
     proxies: dict[str, ProxyValue]
     seconds: dict[str, float]
     values: tuple[float, ...] | None
     fail_reason: str | None = None
     programs: tuple[Any, ...] = ()
     new_buckets: frozenset[Any] = frozenset()
+
+    def detached(self) -> Evaluation:
+        """This evaluation without references to compiled code, so that it can be pickled to another process:
+        the model replaced by its :class:`CandidateSize`, no programs."""
+        size = None if self.built is None else CandidateSize(self.built.family, self.built.n_params, self.built.flops)
+        return dataclasses.replace(self, built=size, programs=())
 
     def user_attrs(self) -> dict[str, Any]:
         """What a trial stores (:mod:`ntksearch.search.attrs`)."""
@@ -169,8 +184,9 @@ class ProxyObjective:
     Thread-safe, so that one candidate compiles while another runs:
     :func:`~ntksearch.search.pipeline.optimize_ahead` (``threads:`` of a run) scores candidates in threads with
     :meth:`evaluate` and stores them with :meth:`store` in trial order; ``study.optimize(objective, n_jobs=k)``
-    (a worker's threads) works too. Each candidate's values depend only on its point, its trial number and the
-    shape buckets met before it.
+    (a worker's threads) works too. Picklable, so that ``optimize_ahead`` can score in worker processes
+    (``processes:`` of a run), each with its own copy. Each candidate's values depend only on its point, its
+    trial number and the shape buckets met before it.
     """
 
     def __init__(self, space: SearchSpace, data: Dataset | tuple[np.ndarray, np.ndarray], *,
@@ -211,6 +227,16 @@ class ProxyObjective:
         if held_out:
             raise ValueError(f"proxies {', '.join(held_out)} need a held-out batch: pass a Dataset with a "
                              "non-empty validation split")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (for :func:`~ntksearch.search.pipeline.optimize_ahead`'s worker processes): the lock and the
+        per-thread state stay behind."""
+        state = dict(self.__dict__)
+        del state["_buckets_lock"], state["_thread"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _buckets_lock=threading.Lock(), _thread=threading.local())
 
     @property
     def last_programs(self) -> tuple[Any, ...]:

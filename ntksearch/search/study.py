@@ -258,18 +258,22 @@ def experiment_objective(experiment: Experiment, dataset: Dataset | None = None)
 
 
 def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: float | None = None,
-               threads: int | None = None, resume: bool = False, join: bool = False, overwrite: bool = False,
-               progress: Callback | None = None, dataset: Dataset | None = None,
+               threads: int | None = None, processes: int | None = None, resume: bool = False, join: bool = False,
+               overwrite: bool = False, progress: Callback | None = None, dataset: Dataset | None = None,
                callbacks: Sequence[Callback] = ()) -> optuna.Study:
     """Run (or continue) the experiment's search and return its study.
 
     Args:
       n_trials: override the config's total ``trials`` (finished trials of the whole study).
       timeout: override the config's ``timeout`` (seconds for this invocation).
-      threads: override the config's ``threads``: candidates scored at once, so that one compiles while
-        another runs. A ``run`` scores them with :func:`~ntksearch.search.pipeline.optimize_ahead`, reproducible
-        from (``seed``, threads); a worker (``join``) with Optuna's ``n_jobs`` threads, which keep heartbeats
-        but sample in an order that depends on timing.
+      threads: override the config's ``threads`` (and set ``processes`` to 1): candidates scored at once, so
+        that one compiles while another runs. A ``run`` scores them with
+        :func:`~ntksearch.search.pipeline.optimize_ahead`, reproducible from (``seed``, threads); a worker
+        (``join``) with Optuna's ``n_jobs`` threads, which keep heartbeats but sample in an order that depends
+        on timing.
+      processes: override the config's ``processes`` (and set ``threads`` to 1): candidates scored at once in
+        this many worker processes of ``optimize_ahead``; the same search as that many threads, faster where
+        there are cores for them. A worker (``join``) is one process and ignores it (start more workers).
       resume: continue an existing study (see the module docstring). join: run as a worker.
       overwrite: start over: delete the experiment's existing study and the output folder's previous results
         (:func:`claim_output`).
@@ -293,7 +297,9 @@ def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: 
     write_run_file(experiment)
     total = n_trials if n_trials is not None else experiment.trials
     timeout = timeout if timeout is not None else experiment.timeout
-    threads = threads if threads is not None else experiment.threads
+    if threads is None and processes is None:
+        threads, processes = experiment.threads, experiment.processes
+    threads, processes = threads or 1, processes or 1
     callbacks = [*callbacks, ClearCompiledPrograms(objective), *([] if progress is None else [progress])]
     remaining = None
     if total is not None:
@@ -301,9 +307,9 @@ def run_search(experiment: Experiment, *, n_trials: int | None = None, timeout: 
     if remaining is None or remaining > 0:
         started: list[int] = []
         try:
-            if threads > 1 and not join:  # the only process: reproducible threads
-                optimize_ahead(study, objective, threads=threads, n_trials=remaining, timeout=timeout,
-                               callbacks=callbacks, started=started)
+            if max(threads, processes) > 1 and not join:  # the only process: reproducible threads or processes
+                optimize_ahead(study, objective, threads=threads, processes=processes, n_trials=remaining,
+                               timeout=timeout, callbacks=callbacks, started=started)
             else:  # workers count the study's total together, and send heartbeats
                 if total is not None:
                     callbacks.insert(0, MaxTrialsCallback(total, states=FINISHED))

@@ -1,10 +1,12 @@
-"""Several candidates scored at once in one process (``threads:``): one thread compiles while another runs."""
+"""Several candidates scored at once (``threads:``, ``processes:``): one compiles while another runs."""
 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -12,13 +14,16 @@ from optuna.trial import TrialState
 import ntksearch.search.study as study_module
 from ntksearch.search import (
     ClearCompiledPrograms,
+    Evaluation,
     ProxyObjective,
+    WorkerProcessDied,
     attrs,
     load_experiment,
     optimize_ahead,
     run_search,
 )
 from ntksearch.search.study import experiment_objective, load_existing_study
+from ntksearch.validation import ConfigError
 from tests.search.helpers import TINY_SPACE, write_experiment
 
 # widths 8, 12 and 16 are three programs and one shape bucket (rounded up to 16)
@@ -30,9 +35,13 @@ def _trials(study: optuna.Study) -> list[tuple]:
     return [(t.number, t.state, t.params, t.values, t.user_attrs.get(attrs.PROXIES)) for t in study.trials]
 
 
-def test_threads_default_to_one_and_are_read_from_the_config(tmp_path: Path) -> None:
-    assert load_experiment(write_experiment(tmp_path)).threads == 1
+def test_threads_and_processes_default_to_one_and_are_read_from_the_config(tmp_path: Path) -> None:
+    default = load_experiment(write_experiment(tmp_path))
+    assert (default.threads, default.processes) == (1, 1)
     assert load_experiment(write_experiment(tmp_path, threads=3)).threads == 3
+    assert load_experiment(write_experiment(tmp_path, processes=2, threads=1)).processes == 2
+    with pytest.raises(ConfigError, match=r"tiny\.yaml.*processes.*threads or in processes, not both"):
+        load_experiment(write_experiment(tmp_path, processes=2, threads=2))
 
 
 def test_a_threaded_search_gives_each_candidate_its_sequential_values(tmp_path: Path, monkeypatch) -> None:
@@ -122,6 +131,8 @@ def test_a_bug_while_scoring_fails_its_trial_and_those_in_flight(tmp_path: Path,
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
     with pytest.raises(ValueError, match="threads"):
         optimize_ahead(study, objective, threads=0)
+    with pytest.raises(ValueError, match="not both"):
+        optimize_ahead(study, objective, threads=2, processes=2)
 
 
 def test_threaded_workers_share_the_study_total(tmp_path: Path) -> None:
@@ -131,3 +142,64 @@ def test_threaded_workers_share_the_study_total(tmp_path: Path) -> None:
     study = run_search(experiment, join=True, threads=2)  # a second worker stops at the study's total
     finished = [t for t in study.trials if t.state.is_finished()]
     assert 5 <= len(finished) <= 6 and all(t.state == TrialState.COMPLETE for t in finished)
+
+
+def test_worker_processes_run_the_search_of_as_many_threads(tmp_path: Path) -> None:
+    runs = {}
+    for kind in ("threads", "processes"):  # TPE with shape buckets: the same trials, the same values
+        folder = tmp_path / kind
+        folder.mkdir()
+        runs[kind] = run_search(load_experiment(write_experiment(
+            folder, space_doc=WIDTHS_SPACE, trials=8, sampler={"name": "tpe", "n_startup_trials": 3}, **{kind: 2})))
+    assert _trials(runs["threads"]) == _trials(runs["processes"])
+    trials = runs["processes"].trials
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert {t.user_attrs[attrs.WORKER].split(":")[1] for t in trials} == {str(os.getpid())}  # stored here
+    assert all(t.user_attrs[attrs.N_PARAMS] > 0 and t.user_attrs[attrs.SECONDS]["build"] > 0 for t in trials)
+
+
+def test_ctrl_c_with_worker_processes_leaves_the_trial_in_flight_for_resume(tmp_path: Path) -> None:
+    experiment = load_experiment(write_experiment(tmp_path, space_doc=WIDTHS_SPACE, trials=4, processes=2))
+
+    def ctrl_c_after_the_first(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_search(experiment, callbacks=[ctrl_c_after_the_first])
+    study = load_existing_study(experiment.storage, experiment.study)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]  # trial 1 was in flight
+    assert {k for k in study.user_attrs if k.startswith("interrupted:")} == {"interrupted:1"}
+    study = run_search(experiment, resume=True)
+    assert {t.system_attrs.get("failed_trial") for t in study.trials} - {None} == {1}  # retried
+    assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials[2:])
+
+
+class BrokenAt1(ProxyObjective):
+    """Candidate 1 raises (``bug``) or ends its worker process (``die``); pickled by reference into the workers."""
+
+    how = "bug"
+
+    def evaluate(self, point, number, *, met=None) -> Evaluation:
+        if number == 1 and self.how == "die":
+            os._exit(3)
+        if number == 1:
+            raise RuntimeError("a bug in a worker process")
+        return super().evaluate(point, number, met=met)
+
+
+@pytest.mark.parametrize("how", ["bug", "die"])
+def test_a_failing_worker_process_fails_the_trials_in_flight(tmp_path: Path, how: str) -> None:
+    experiment = load_experiment(write_experiment(tmp_path))
+    rng = np.random.default_rng(0)
+    objective = BrokenAt1(experiment.space, (rng.standard_normal((16, 64)), np.eye(10)[rng.integers(0, 10, 16)]))
+    objective.how = how
+    study = optuna.create_study(directions=objective.directions)
+    with pytest.raises(RuntimeError if how == "bug" else WorkerProcessDied,
+                       match="a bug in a worker process" if how == "bug" else r"trials \[(0, )?1(, 2)?\].*--resume"):
+        optimize_ahead(study, objective, processes=2, n_trials=4)
+    # nothing is left RUNNING; trial 0 completes unless the broken pool took it down too (timing)
+    states = [t.state for t in study.trials]
+    assert states[1:] == [TrialState.FAIL] * (len(states) - 1) and states[0] in (TrialState.COMPLETE, TrialState.FAIL)
+    assert states[0] == TrialState.COMPLETE or how == "die"
+    if how == "die":
+        assert "worker process died" in study.trials[1].user_attrs[attrs.FAIL_REASON]
