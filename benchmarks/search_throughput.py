@@ -18,9 +18,9 @@ digits scoring batch, in fresh processes, so nothing compiled earlier is reused 
   :func:`ntksearch.search.optimize_ahead`): one thread compiles while another runs. Trials are sampled in
   trial order, so the random sampler draws the same candidates as in the other rows; its compile seconds add
   up both threads' compilations, which overlap in time.
-* ``objective, 2 processes``: as ``2 threads``, the two candidates scored in two worker processes
-  (``processes: 2``): the same trials, and tracing and Python work overlap too. Its compile seconds are not
-  measured (they happen in the worker processes).
+* ``objective, 2 processes`` (``4 processes``): as ``2 threads``, the candidates scored in two (four) worker
+  processes (``processes: k``): the same trials, and tracing and Python work overlap too. Compile seconds are
+  not measured (they happen in the worker processes).
 * ``objective, buckets``: as ``objective only`` with shape buckets (:mod:`ntksearch.models.buckets`): candidates
   of one bucket share compiled programs. Every other row scores each candidate on its own (``buckets=None``).
   Its score values are compared with those of ``objective only`` (the same candidates): the largest relative
@@ -64,6 +64,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("all proxies", "objective only", "objective, optimised compile", "objective, warm disk cache",
            "objective, 2 workers", "objective, 2 threads", "objective, 3 threads", "objective, 2 processes",
+           "objective, 4 processes",
            "objective, buckets",
            "objective, buckets, warm disk cache")
 

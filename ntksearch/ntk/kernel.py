@@ -197,12 +197,12 @@ class KernelSetup(NamedTuple):
     fast_compile: bool
 
 
-def prepare_kernel(apply_fn: ApplyFn, params: Params, x: Array, mesh: Mesh | None, compile_mode: str
-                   ) -> KernelSetup:
+def prepare_kernel(apply_fn: ApplyFn, params: Params, x: Array, mesh: Mesh | None, compile_mode: str, *,
+                   forward: ForwardPass | None = None) -> KernelSetup:
     """Both choices made before a model's product kernel compiles, from one abstract trace of its forward pass
-    (:func:`ntksearch.ntk.forward.trace_forward`): the compile level for ``compile_mode``, then the dense point
-    (compiled at that level)."""
-    forward = trace_forward(apply_fn, params, x)
+    (:func:`ntksearch.ntk.forward.trace_forward`; ``forward``, when the caller has it): the compile level for
+    ``compile_mode``, then the dense point (compiled at that level)."""
+    forward = forward if forward is not None else trace_forward(apply_fn, params, x)
     fast = compiles_fast(compile_mode, forward)
     return KernelSetup(dense_point(apply_fn, params, x, mesh, forward=forward, fast_compile=fast), fast)
 

@@ -64,6 +64,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ntksearch.ntk.estimators import NonFiniteModelError, ProbeKernel, host_rng, probe_mesh
+from ntksearch.ntk.forward import trace_forward
 from ntksearch.ntk.kernel import prepare_kernel
 from ntksearch.ntk.lanczos import Lanczos, ritz
 from ntksearch.ntk.linearised_dynamics import LinearisedKernel, LinearisedMetrics, check_setting
@@ -106,7 +107,8 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
     Raises:
       ValueError: bad shapes or settings. NonFiniteModelError: non-finite model outputs or products.
     """
-    labels = _check_batches(apply_fn, params, x_train, y_train, x_val, y_val)
+    forward = trace_forward(apply_fn, params, x_train)
+    labels = _check_batches(tuple(forward.out.shape), x_train, y_train, x_val, y_val)
     check_setting(learning_rate, steps, ridge, momentum, lr_fraction)
     if isinstance(max_matvecs, bool) or not isinstance(max_matvecs, int) or max_matvecs < 1:
         raise ValueError(f"max_matvecs must be a positive number of Lanczos steps, got {max_matvecs!r}")
@@ -117,7 +119,7 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
     y = np.asarray(y_train, np.float64)
     n, n_classes = y.size, y.shape[1]
     mesh = probe_mesh()
-    setup = prepare_kernel(apply_fn, params, x_train, mesh, compile_mode)
+    setup = prepare_kernel(apply_fn, params, x_train, mesh, compile_mode, forward=forward)
     kernel = ProbeKernel(apply_fn, params, x_train, side="state", block_size=block_size, dim=n, mesh=mesh,
                          point=setup.point, fast_compile=setup.fast_compile)
     held_out = None if labels is None else _HeldOut(apply_fn, params, x_val, mesh, setup.fast_compile)
@@ -137,7 +139,7 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
             probes = draw(block_size - 1)
             out = kernel(np.concatenate([vector[None], probes]), adjoint=True)
             calls += 1
-            product = np.asarray(out.adjoint[0], np.float64)
+            product = np.asarray(out.adjoint, np.float64)[0]  # one transfer, no slicing program on the device
             if not np.all(np.isfinite(product)):
                 raise NonFiniteModelError("a K_AA product is not finite; the linearised dynamics are undefined")
             lanczos.add_probes(probes, np.asarray(out.image_sq[1:], np.float64))
@@ -173,10 +175,10 @@ def linearised_metrics(apply_fn: ApplyFn, params: Params, x_train: Array, y_trai
     return kernel.metrics(learning_rate, steps, ridge, momentum=momentum, lr_fraction=lr_fraction)
 
 
-def _check_batches(apply_fn: ApplyFn, params: Params, x_train: Array, y_train: Array, x_val: Array | None,
+def _check_batches(out_shape: tuple[int, ...], x_train: Array, y_train: Array, x_val: Array | None,
                    y_val: Array | None) -> np.ndarray | None:
-    """ValueError for mismatched shapes; the held-out labels as integers (M,), or None without a held-out batch."""
-    out_shape = tuple(jax.eval_shape(apply_fn, params, x_train).shape)
+    """ValueError for mismatched shapes (``out_shape``: the shape of apply_fn(params, x_train)); the held-out
+    labels as integers (M,), or None without a held-out batch."""
     if len(out_shape) != 2:
         raise ValueError(f"apply_fn(params, x_train) must return logits of shape (N, C), got shape {out_shape}")
     if tuple(np.shape(y_train)) != out_shape:
