@@ -15,7 +15,9 @@ when on, is shared on disk). Worker processes are spawned, ignore Ctrl-C (the ca
 inherit the environment and the calling process's JAX settings (float64, the compilation cache), do not
 preallocate accelerator memory (several share a device), and bound their own compiled programs
 (:class:`~ntksearch.search.compiled.ClearCompiledPrograms`); they return :meth:`Evaluation.detached
-<ntksearch.search.Evaluation.detached>` evaluations (the model's size, not the model).
+<ntksearch.search.Evaluation.detached>` evaluations (the model's size, not the model). As with any spawned
+process, a script that calls ``optimize_ahead(processes=k)`` needs the ``if __name__ == "__main__":`` guard
+(the workers import the script's main module); ``ntksearch run`` has it.
 
 Reproducible: trial n is sampled right after trial n − k is told, so the sampler sees exactly trials 0 … n − k,
 whatever the timing, and draws its random numbers in trial order; each candidate is scored against the shape

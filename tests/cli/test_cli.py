@@ -44,6 +44,9 @@ def test_bad_arguments_exit_2(capsys) -> None:
     assert main(["run"]) == 2
     assert main(["run", "x.yaml", "--n-trials", "0"]) == 2
     assert main(["run", "x.yaml", "--threads", "0"]) == 2
+    assert main(["run", "x.yaml", "--processes", "0"]) == 2
+    assert main(["run", "x.yaml", "--threads", "2", "--processes", "2"]) == 2  # one or the other
+    assert main(["worker", "x.yaml", "--processes", "2"]) == 2  # a worker is one process
     assert main(["worker", "x.yaml", "--threads", "two"]) == 2
     assert main(["score", "x.yaml"]) == 2  # needs --trial or --params
 
@@ -154,6 +157,13 @@ def test_score_of_a_trial_without_a_study_creates_nothing(tmp_path: Path, capsys
     assert main(["score", str(config), "--trial", "0"]) == 4
     assert "no study 'tiny'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_run_with_worker_processes(tmp_path: Path, capsys) -> None:
+    config = write_experiment(tmp_path, trials=3, threads=2)  # --processes overrides threads:
+    assert main(["run", str(config), "--processes", "2", "--no-confirm"]) == 0
+    assert "[3/3]" in capsys.readouterr().out
+    assert [t.state for t in _study(tmp_path / "run").trials] == [TrialState.COMPLETE] * 3
 
 
 def test_run_leaderboard_and_score(tmp_path: Path, capsys) -> None:
