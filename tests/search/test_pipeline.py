@@ -96,8 +96,9 @@ def test_threads_sample_the_candidates_of_one_thread_under_a_random_sampler(tmp_
         assert b.user_attrs[attrs.PROXIES] == pytest.approx(a.user_attrs[attrs.PROXIES], rel=1e-5)
 
 
-def test_ctrl_c_leaves_the_trials_in_flight_for_resume(tmp_path: Path) -> None:
-    experiment = load_experiment(write_experiment(tmp_path, space_doc=WIDTHS_SPACE, trials=6, threads=3))
+@pytest.mark.parametrize(("parallel", "in_flight"), [({"threads": 3}, [1, 2]), ({"processes": 2}, [1])])
+def test_ctrl_c_leaves_the_trials_in_flight_for_resume(tmp_path: Path, parallel: dict, in_flight: list[int]) -> None:
+    experiment = load_experiment(write_experiment(tmp_path, space_doc=WIDTHS_SPACE, trials=6, **parallel))
 
     def ctrl_c_after_the_first(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         raise KeyboardInterrupt
@@ -106,12 +107,12 @@ def test_ctrl_c_leaves_the_trials_in_flight_for_resume(tmp_path: Path) -> None:
         run_search(experiment, callbacks=[ctrl_c_after_the_first])
     study = load_existing_study(experiment.storage, experiment.study)
     states = [t.state for t in study.trials]
-    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]  # trial 0 told; 1, 2 in flight
-    assert {k for k in study.user_attrs if k.startswith("interrupted:")} == {"interrupted:1", "interrupted:2"}
+    assert states == [TrialState.COMPLETE] + [TrialState.FAIL] * len(in_flight)  # trial 0 told, the rest in flight
+    assert {k for k in study.user_attrs if k.startswith("interrupted:")} == {f"interrupted:{n}" for n in in_flight}
     study = run_search(experiment, resume=True)
     retried = {t.system_attrs.get("failed_trial") for t in study.trials} - {None}
-    assert retried == {1, 2} and len(study.trials) == 6  # the interrupted trials count among the finished
-    assert all(t.state == TrialState.COMPLETE for t in study.trials[3:])
+    assert retried == set(in_flight) and len(study.trials) == 6  # the interrupted trials count among the finished
+    assert all(t.state == TrialState.COMPLETE for t in study.trials[1 + len(in_flight):])
 
 
 def test_a_bug_while_scoring_fails_its_trial_and_those_in_flight(tmp_path: Path, monkeypatch) -> None:
@@ -156,22 +157,6 @@ def test_worker_processes_run_the_search_of_as_many_threads(tmp_path: Path) -> N
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert {t.user_attrs[attrs.WORKER].split(":")[1] for t in trials} == {str(os.getpid())}  # stored here
     assert all(t.user_attrs[attrs.N_PARAMS] > 0 and t.user_attrs[attrs.SECONDS]["build"] > 0 for t in trials)
-
-
-def test_ctrl_c_with_worker_processes_leaves_the_trial_in_flight_for_resume(tmp_path: Path) -> None:
-    experiment = load_experiment(write_experiment(tmp_path, space_doc=WIDTHS_SPACE, trials=4, processes=2))
-
-    def ctrl_c_after_the_first(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_search(experiment, callbacks=[ctrl_c_after_the_first])
-    study = load_existing_study(experiment.storage, experiment.study)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]  # trial 1 was in flight
-    assert {k for k in study.user_attrs if k.startswith("interrupted:")} == {"interrupted:1"}
-    study = run_search(experiment, resume=True)
-    assert {t.system_attrs.get("failed_trial") for t in study.trials} - {None} == {1}  # retried
-    assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials[2:])
 
 
 class BrokenAt1(ProxyObjective):
