@@ -10,8 +10,9 @@ The workers are threads (``threads=k``) or processes (``processes=k``). XLA comp
 global interpreter lock, but tracing a model, building it and the estimators' host-side steps hold it, so
 threads overlap only part of a candidate's time; worker processes overlap all of it, at the price of starting
 k Python processes (a few seconds, once per call) that each hold a copy of the objective (pickled:
-the scoring batches, the space, the options) and compile their own programs (the persistent compilation cache,
-when on, is shared on disk). Worker processes are spawned, ignore Ctrl-C (the calling process handles it),
+the scoring batches, the space, the options) and compile their own programs: a shape bucket's program compiles
+once per worker process that meets it (once in all with threads), unless the persistent compilation cache, shared
+on disk, already holds it. Worker processes are spawned, ignore Ctrl-C (the calling process handles it),
 inherit the environment and the calling process's JAX settings (float64, the compilation cache), do not
 preallocate accelerator memory (several share a device), and bound their own compiled programs
 (:class:`~ntksearch.search.compiled.ClearCompiledPrograms`); they return :meth:`Evaluation.detached
