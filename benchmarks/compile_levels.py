@@ -30,7 +30,7 @@ from pathlib import Path
 
 SIZES = ((2, 32), (3, 100), (4, 200), (5, 250), (6, 300), (6, 380), (6, 470))  # (depth, first width)
 CHOICES = (("relu", "none"), ("gelu", "layer"))
-LEVELS = (("level 0", {"xla_backend_optimization_level": 0}), ("default", None))
+LEVELS = (("level 0", True), ("default", False))  # (label, ``fast`` of :func:`ntksearch.ntk.compile.jitted`)
 
 
 def measure(calls: int) -> list[dict]:
@@ -39,6 +39,7 @@ def measure(calls: int) -> list[dict]:
     import jax.numpy as jnp
 
     from ntksearch.data import load_dataset, scoring_batch
+    from ntksearch.ntk.compile import jitted
     from ntksearch.ntk.forward import trace_forward
     from ntksearch.ntk.kernel import _PROBE_STATIC, _probe_products
     from ntksearch.spaces import load_space
@@ -49,7 +50,7 @@ def measure(calls: int) -> list[dict]:
     for depth, width in SIZES:
         for activation, norm in CHOICES:
             row = {"depth": depth, "width": width, "activation": activation, "norm": norm}
-            for label, options in LEVELS:
+            for label, fast in LEVELS:
                 shift += 1  # a new architecture for every compilation (widths stay inside the space's [16, 512])
                 sign = 1 if width < 256 else -1
                 widths = {f"width_{i}": width + sign * (shift + 3 * i) for i in range(depth)}
@@ -57,7 +58,7 @@ def measure(calls: int) -> list[dict]:
                                                  "residual": False, "dropout": 0.0, "init": "he_normal",
                                                  "init_scale": 1.0})
                 built = space.build(point, input_shape=x.shape[1:], n_classes=10, key=jax.random.key(shift))
-                kernel = jax.jit(_probe_products, static_argnames=_PROBE_STATIC, compiler_options=options)
+                kernel = jitted(_probe_products, fast=fast, static_argnames=_PROBE_STATIC)  # the search's program
                 rows_in = jnp.ones((2, x.shape[0] * 10), jnp.float32)
                 lowered = kernel.lower(built.apply_fn, built.params, x, rows_in, side="state", adjoint=True)
                 start = time.perf_counter()

@@ -101,10 +101,8 @@ def child(args: argparse.Namespace) -> None:
     study = optuna.create_study(study_name="throughput", storage=storage, load_if_exists=True,
                                 directions=objective.directions, sampler=sampler)
     start = time.perf_counter()
-    if args.jobs > 1:
-        optimize_ahead(study, objective, threads=args.jobs, n_trials=args.candidates)
-    elif args.worker_processes > 1:
-        optimize_ahead(study, objective, processes=args.worker_processes, n_trials=args.candidates)
+    if max(args.jobs, args.worker_processes) > 1:
+        optimize_ahead(study, objective, threads=args.jobs, processes=args.worker_processes, n_trials=args.candidates)
     else:
         study.optimize(objective, n_trials=args.candidates)
     values = {t.number: t.values[0] if t.values else None for t in study.trials}

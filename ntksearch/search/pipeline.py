@@ -60,7 +60,6 @@ __all__ = ["WorkerProcessDied", "optimize_ahead"]
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 
-
 class WorkerProcessDied(RuntimeError):
     """A worker process of :func:`optimize_ahead` ended without returning its candidate's evaluation."""
 
