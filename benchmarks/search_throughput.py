@@ -25,6 +25,10 @@ digits scoring batch, in fresh processes, so nothing compiled earlier is reused 
   of one bucket share compiled programs. Every other row scores each candidate on its own (``buckets=None``).
   Its score values are compared with those of ``objective only`` (the same candidates): the largest relative
   difference is printed and recorded.
+* ``objective, uniform buckets``: as ``objective, buckets`` with the few-buckets grid: every layer padded to the
+  widest layer's width (rounded up to a power of two), depth rounded up to 2, 4, … (capped at the space's
+  deepest), the space's activation and norm choices selected at run time (``BucketGrid(uniform=True,
+  menus=...)``): fewer compilations, more padding.
 * ``objective, buckets, warm disk cache``: the bucketed search again with the persistent cache filled by it.
 
 Compile time is XLA's own (the ``backend_compile`` duration events JAX reports); "other" is everything else
@@ -60,12 +64,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ntksearch.models.buckets import BucketGrid
+    from ntksearch.spaces import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("all proxies", "objective only", "objective, optimised compile", "objective, warm disk cache",
            "objective, 2 workers", "objective, 2 threads", "objective, 3 threads", "objective, 2 processes",
            "objective, 4 processes",
-           "objective, buckets",
+           "objective, buckets", "objective, uniform buckets",
            "objective, buckets, warm disk cache")
 
 
@@ -89,9 +98,10 @@ def child(args: argparse.Namespace) -> None:
         lambda event, duration, **_: compile_s.__setitem__(0, compile_s[0] + duration)
         if event.endswith("backend_compile_duration") else None)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    buckets = {} if args.buckets else {"buckets": None}
+    space = load_space(ROOT / "search_spaces" / f"{args.space}.yaml")
+    buckets = {"buckets": None if args.buckets is None else bucket_grid(space, args.buckets)}
     mode = "optimised" if args.optimised_compile else "auto"
-    objective = ProxyObjective(load_space(ROOT / "search_spaces" / f"{args.space}.yaml"), load_dataset("digits"),
+    objective = ProxyObjective(space, load_dataset("digits"),
                                proxies=None if args.record_all else [], seed=0, batch_size=32,
                                ntk=NTKOptions(compile_mode=mode), linearised=LinearisedOptions(compile_mode=mode),
                                **buckets)
@@ -110,6 +120,22 @@ def child(args: argparse.Namespace) -> None:
                       "values": values}))
 
 
+def bucket_grid(space: SearchSpace, name: str) -> BucketGrid:
+    """The shape grid ``name``: ``per_layer`` (the default :data:`~ntksearch.models.buckets.DEFAULT_GRID`) or
+    ``uniform`` (see the module doc; menus of the space's categorical activation and norm choices)."""
+    from ntksearch.models.buckets import DEFAULT_GRID, BucketGrid
+    from ntksearch.spaces.distributions import Categorical, IntRange
+
+    if name == "per_layer":
+        return DEFAULT_GRID
+    specs = {spec.name: spec.dist for spec in space.specs}
+    menus = tuple((n, specs[n].choices) for n in ("activation", "norm") if isinstance(specs.get(n), Categorical))
+    deepest = max((d.high for n, d in specs.items() if n in ("depth", "layers") and isinstance(d, IntRange)),
+                  default=DEFAULT_GRID.depths[-1])
+    depths = (*(d for d in DEFAULT_GRID.depths if d < deepest), deepest)
+    return BucketGrid(depths=depths, uniform=True, menus=menus)
+
+
 def run_config(space: str, config: str, candidates: int, workdir: Path, sampler: str = "random") -> dict:
     """Run one configuration in fresh processes; returns wall seconds, compile seconds and candidates."""
     cache = workdir / f"cache-{space}"
@@ -121,7 +147,7 @@ def run_config(space: str, config: str, candidates: int, workdir: Path, sampler:
     if "disk cache" in config:
         base += ["--cache", str(cache) + ("-buckets" if "buckets" in config else "")]
     if "buckets" in config:
-        base.append("--buckets")
+        base += ["--buckets", "uniform" if "uniform" in config else "per_layer"]
     if "optimised compile" in config:
         base.append("--optimised-compile")
     if "threads" in config:  # "objective, k threads"
@@ -223,7 +249,7 @@ def main() -> None:
     parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated configurations to run")
     parser.add_argument("--sampler", choices=("random", "tpe"), default="random",
                         help="random: the same candidates in every row; tpe: as a search (10 random start-up trials)")
-    parser.add_argument("--buckets", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--buckets", choices=("per_layer", "uniform"), help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--space", help=argparse.SUPPRESS)
     parser.add_argument("--journal", help=argparse.SUPPRESS)
