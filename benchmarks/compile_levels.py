@@ -5,10 +5,11 @@ kernel, by model size, and how many kernel calls repay the default level's longe
 XLA's level 0: faster to compile, slower to run. Whether that pays depends on how often a candidate's kernel
 runs (the default score's Lanczos run: about 50 calls at ``rtol`` 1e-2) and on how long one call takes, which
 grows with the model. For MLPs of the shipped ``mlp`` space at increasing sizes (each with relu and no norm,
-and with gelu and layer norm), this script compiles the linearised proxies' product kernel (a block of 2 rows,
-``side="state"``, adjoint images: what every Lanczos step runs) at both levels, on the digits scoring batch of
-32, and times 10 warm calls of each. Every architecture is new to the process (widths differ by one unit
-between compilations), so nothing is served from a cache.
+and with gelu and layer norm) and recurrent networks of the ``rnn`` space (tanh, GRU and LSTM cells, one or two
+layers, one or both directions), this script compiles the linearised proxies' product kernel (a block of 2
+rows, ``side="state"``, adjoint images: what every Lanczos step runs) at both levels, on the digits scoring
+batch of 32, and times 10 warm calls of each. Every architecture is new to the process (a width or hidden size
+moves by a few units between compilations), so nothing is served from a cache.
 
 Columns: forward-pass product flops (the figure ``auto`` could read, :class:`ntksearch.ntk.forward.ForwardPass`),
 compile seconds and warm milliseconds per call at each level, their ratios, and the break-even number of calls
@@ -16,7 +17,8 @@ compile seconds and warm milliseconds per call at each level, their ratios, and 
 
 Usage::
 
-    python benchmarks/compile_levels.py            # ≈ 1 min on 2 cores
+    python benchmarks/compile_levels.py            # ≈ 3 min on 2 cores
+    python benchmarks/compile_levels.py --families rnn
 """
 
 from __future__ import annotations
@@ -26,15 +28,42 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
-SIZES = ((2, 32), (3, 100), (4, 200), (5, 250), (6, 300), (6, 380), (6, 470))  # (depth, first width)
-CHOICES = (("relu", "none"), ("gelu", "layer"))
+MLP_SIZES = ((2, 32), (3, 100), (4, 200), (5, 250), (6, 300), (6, 380), (6, 470), (6, 540))  # (depth, first width)
+MLP_CHOICES = (("relu", "none"), ("gelu", "layer"))
+RNN_SIZES = ((1, 32), (2, 64), (2, 120))  # (layers, hidden)
+RNN_CELLS = ("tanh", "gru", "lstm")
 LEVELS = (("level 0", True), ("default", False))  # (label, ``fast`` of :func:`ntksearch.ntk.compile.jitted`)
 
 
-def measure(calls: int) -> list[dict]:
-    """Compile and time the product kernel of every (size, choices) at both levels; one row per model pair."""
+def architectures() -> Iterator[tuple[str, str, Callable[[int], dict]]]:
+    """(space, description, params(shift)) for every model measured; ``params`` returns the trial parameters of
+    a new architecture for every ``shift`` (a width or hidden size moved by a few units, inside the space)."""
+    for depth, width in MLP_SIZES:
+        for activation, norm in MLP_CHOICES:
+            sign = 1 if width < 256 else -1
+            yield "mlp", f"mlp {depth} × ~{width} {activation}/{norm}", partial(
+                lambda shift, depth, width, sign, activation, norm: {
+                    "depth": depth, **{f"width_{i}": width + sign * (shift + 3 * i) for i in range(depth)},
+                    "activation": activation, "norm": norm, "residual": False, "dropout": 0.0, "init": "he_normal",
+                    "init_scale": 1.0}, depth=depth, width=width, sign=sign, activation=activation, norm=norm)
+    for layers, hidden in RNN_SIZES:
+        for cell in RNN_CELLS:
+            for bidirectional in (False, True):
+                sign = 1 if hidden < 64 else -1
+                yield "rnn", f"rnn {layers} × ~{hidden} {cell}{' bi' if bidirectional else ''}", partial(
+                    lambda shift, layers, hidden, sign, cell, bidirectional: {
+                        "cell": cell, "layers": layers, "bidirectional": bidirectional, "dropout": 0.0,
+                        "init": "lecun_normal", "init_scale": 1.0,
+                        **{f"hidden_{i}": hidden + sign * (shift % 7 + 2 * i) for i in range(layers)}},
+                    layers=layers, hidden=hidden, sign=sign, cell=cell, bidirectional=bidirectional)
+
+
+def measure(calls: int, families: tuple[str, ...]) -> list[dict]:
+    """Compile and time the product kernel of every architecture at both levels; one row per model pair."""
     import jax
     import jax.numpy as jnp
 
@@ -44,36 +73,35 @@ def measure(calls: int) -> list[dict]:
     from ntksearch.ntk.kernel import _PROBE_STATIC, _probe_products
     from ntksearch.spaces import load_space
 
-    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "mlp.yaml")
+    spaces = {name: load_space(Path(__file__).resolve().parents[1] / "search_spaces" / f"{name}.yaml")
+              for name in families}
     x, _ = scoring_batch(load_dataset("digits"), 32, seed=0)
     rows, shift = [], 0
-    for depth, width in SIZES:
-        for activation, norm in CHOICES:
-            row = {"depth": depth, "width": width, "activation": activation, "norm": norm}
-            for label, fast in LEVELS:
-                shift += 1  # a new architecture for every compilation (widths stay inside the space's [16, 512])
-                sign = 1 if width < 256 else -1
-                widths = {f"width_{i}": width + sign * (shift + 3 * i) for i in range(depth)}
-                point = space.point_from_params({"depth": depth, **widths, "activation": activation, "norm": norm,
-                                                 "residual": False, "dropout": 0.0, "init": "he_normal",
-                                                 "init_scale": 1.0})
-                built = space.build(point, input_shape=x.shape[1:], n_classes=10, key=jax.random.key(shift))
-                kernel = jitted(_probe_products, fast=fast, static_argnames=_PROBE_STATIC)  # the search's program
-                rows_in = jnp.ones((2, x.shape[0] * 10), jnp.float32)
-                lowered = kernel.lower(built.apply_fn, built.params, x, rows_in, side="state", adjoint=True)
-                start = time.perf_counter()
-                compiled = lowered.compile()
-                compile_s = time.perf_counter() - start
-                compiled(built.params, x, rows_in).images.block_until_ready()
-                start = time.perf_counter()
-                for _ in range(calls):
-                    out = compiled(built.params, x, rows_in)
-                out.images.block_until_ready()
-                row[label] = {"compile": compile_s, "run": (time.perf_counter() - start) / calls}
-                row.update(n_params=built.n_params,
-                           forward_flops=trace_forward(built.apply_fn, built.params, x).product_flops)
-            rows.append(row)
-            print(_line(row), flush=True)
+    for family, description, params in architectures():
+        if family not in families:
+            continue
+        row = {"model": description}
+        for label, fast in LEVELS:
+            shift += 1  # a new architecture for every compilation
+            space = spaces[family]
+            point = space.point_from_params(params(shift))
+            built = space.build(point, input_shape=x.shape[1:], n_classes=10, key=jax.random.key(shift))
+            kernel = jitted(_probe_products, fast=fast, static_argnames=_PROBE_STATIC)  # the search's program
+            rows_in = jnp.ones((2, x.shape[0] * 10), jnp.float32)
+            lowered = kernel.lower(built.apply_fn, built.params, x, rows_in, side="state", adjoint=True)
+            start = time.perf_counter()
+            compiled = lowered.compile()
+            compile_s = time.perf_counter() - start
+            compiled(built.params, x, rows_in).images.block_until_ready()
+            start = time.perf_counter()
+            for _ in range(calls):
+                out = compiled(built.params, x, rows_in)
+            out.images.block_until_ready()
+            row[label] = {"compile": compile_s, "run": (time.perf_counter() - start) / calls}
+            row.update(n_params=built.n_params,
+                       forward_flops=trace_forward(built.apply_fn, built.params, x).product_flops)
+        rows.append(row)
+        print(_line(row), flush=True)
     return rows
 
 
@@ -81,7 +109,7 @@ def _line(row: dict) -> str:
     fast, opt = row["level 0"], row["default"]
     gain = fast["run"] - opt["run"]
     even = (opt["compile"] - fast["compile"]) / gain if gain > 0 else float("inf")
-    return (f"| {row['depth']} × ~{row['width']} | {row['activation']}/{row['norm']} | {row['n_params']:,} | "
+    return (f"| {row['model']} | {row['n_params']:,} | "
             f"{row['forward_flops'] / 1e6:.1f} | {fast['compile']:.2f} | {opt['compile']:.2f} | "
             f"{opt['compile'] / fast['compile']:.2f} | {1e3 * fast['run']:.1f} | {1e3 * opt['run']:.1f} | "
             f"{fast['run'] / opt['run']:.2f} | {even:.0f} |")
@@ -91,18 +119,19 @@ def table(rows: list[dict], calls: int) -> str:
     """The Markdown table of ``rows``."""
     head = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; digits batch of 32; product kernel of 2 "
             f"rows (the Lanczos step's); run = warm mean of {calls} calls; one compilation per row and level.", "",
-            "| layers × width | activation/norm | parameters | forward MFLOP | compile s, level 0 | compile s, "
-            "default | × | run ms, level 0 | run ms, default | × | break-even calls |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| model | parameters | forward MFLOP | compile s, level 0 | compile s, default | × | run ms, level 0 "
+            "| run ms, default | × | break-even calls |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     return "\n".join([*head, *map(_line, rows)]) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=10, help="warm calls timed per program")
+    parser.add_argument("--families", default="mlp,rnn", help="','-separated: mlp, rnn")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    rows = measure(args.calls)
+    rows = measure(args.calls, tuple(args.families.split(",")))
     text = table(rows, args.calls)
     print("\n" + text)
     out = Path(args.out)

@@ -7,9 +7,10 @@ digits scoring batch, in fresh processes, so nothing compiled earlier is reused 
 * ``all proxies``: the objective plus every registered proxy recorded (each proxy group compiles its own
   programs per new architecture); one process. What a search recording everything costs.
 * ``objective only``: only the default score's proxies (one NTK estimate); one process.
-* ``objective, optimised compile``: as above with the NTK programs compiled at XLA's default optimisation
-  (``compile_mode: optimised``) instead of the default ``auto`` (level 0 unless the model has convolutions,
-  :mod:`ntksearch.ntk.compile`): what compiling fast gains.
+* ``objective, optimised compile`` (``fast compile``): as above with every NTK program compiled at XLA's default
+  optimisation (``compile_mode: optimised``) or at its level 0 (``fast``) instead of the default ``auto``
+  (level 0 unless the model has convolutions or a forward pass of ≥ 2²⁶ matrix-product flops,
+  :mod:`ntksearch.ntk.compile`): what each compile level gains.
 * ``objective, warm disk cache``: as above, run a second time with JAX's persistent compilation cache filled by
   the first run: identical architectures load their programs from disk instead of compiling.
 * ``objective, 2 workers``: two worker processes share the study through a journal-file storage (the same
@@ -71,7 +72,8 @@ if TYPE_CHECKING:
     from ntksearch.spaces import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ("all proxies", "objective only", "objective, optimised compile", "objective, warm disk cache",
+CONFIGS = ("all proxies", "objective only", "objective, optimised compile", "objective, fast compile",
+           "objective, warm disk cache",
            "objective, 2 workers", "objective, 2 threads", "objective, 3 threads", "objective, 2 processes",
            "objective, 4 processes",
            "objective, buckets", "objective, uniform buckets",
@@ -100,7 +102,7 @@ def child(args: argparse.Namespace) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = load_space(ROOT / "search_spaces" / f"{args.space}.yaml")
     buckets = {"buckets": None if args.buckets is None else bucket_grid(space, args.buckets)}
-    mode = "optimised" if args.optimised_compile else "auto"
+    mode = args.compile_mode
     objective = ProxyObjective(space, load_dataset("digits"),
                                proxies=None if args.record_all else [], seed=0, batch_size=32,
                                ntk=NTKOptions(compile_mode=mode), linearised=LinearisedOptions(compile_mode=mode),
@@ -148,8 +150,8 @@ def run_config(space: str, config: str, candidates: int, workdir: Path, sampler:
         base += ["--cache", str(cache) + ("-buckets" if "buckets" in config else "")]
     if "buckets" in config:
         base += ["--buckets", "uniform" if "uniform" in config else "per_layer"]
-    if "optimised compile" in config:
-        base.append("--optimised-compile")
+    if "compile" in config:  # "objective, <mode> compile"
+        base += ["--compile-mode", config.split()[-2]]
     if "threads" in config:  # "objective, k threads"
         base += ["--jobs", config.split()[-2]]
     if "processes" in config:  # "objective, k processes"
@@ -255,7 +257,7 @@ def main() -> None:
     parser.add_argument("--journal", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--record-all", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--optimised-compile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compile-mode", choices=("auto", "fast", "optimised"), default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--sampler-seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--quickstart", type=int, metavar="TRIALS", help="time the quickstart command instead")

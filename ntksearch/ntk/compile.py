@@ -2,15 +2,19 @@
 
 Scoring a candidate runs its product kernel a few dozen times on a small batch, so a cold search spends most
 of its time compiling (XLA:CPU's LLVM back end), not running. :func:`jitted` gives the same function compiled
-either way; the values agree up to float rounding. Measured with the default score on the shipped spaces
-(2-core CPU, digits batch of 32, 10 random candidates each, ``benchmarks/search_throughput.py``): level 0
-halves the compile time of every family; its programs run 2–10× longer (elementwise code, loops and the
-products of convolutions lose vectorisation). Net: MLP searches 1.56× faster, recurrent ones unchanged
-(0.98×), convolutional ones 0.60× (the slower convolutions cost more than the compile saves). Hence the
-``compile_mode`` of the metric functions and of :class:`~ntksearch.ntk.options.NTKOptions` /
+either way; the values agree up to float rounding. Level 0 compiles 1.2–2.3× faster and its programs run
+1.4–4.5× longer for MLPs, 1.7–8.5× for recurrent networks (loops lose vectorisation), and far longer for
+convolutions. Which pays depends on how often a candidate's kernel runs (the default score's Lanczos run: ≈50
+calls) and how long a call takes, which grows with the forward pass's matrix-product flops F
+(``benchmarks/compile_levels.py``, two runs, 2-core CPU, digits batch of 32, 2-row kernel): the default level
+breaks even after 13–39 calls for every measured model with F ≥ 2²⁶ ≈ 67 M (MLPs of 83 MFLOP, recurrent
+networks of 99–124 MFLOP), after up to 67 calls between 2²⁵ and 2²⁶, and after hundreds for small models.
+Hence the ``compile_mode`` of the metric functions and of :class:`~ntksearch.ntk.options.NTKOptions` /
 :class:`~ntksearch.ntk.options.LinearisedOptions`: ``"fast"`` (level 0), ``"optimised"`` (XLA's default) or
-``"auto"`` (the default: fast unless the model's forward pass has a convolution, :func:`compiles_fast`). A long
-estimate on a large batch (thousands of products of one model) runs faster ``"optimised"``.
+``"auto"`` (the default, :func:`compiles_fast`): fast unless the model's forward pass has a convolution or
+does at least :data:`OPTIMISED_FROM_FLOPS` = 2²⁶ matrix-product flops: the smallest power of two above which
+every measured model broke even within 60 calls (the rule was fixed before the search benchmarks that test
+it). A long estimate on a large batch (thousands of products of one model) runs faster ``"optimised"``.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import jax
 from ntksearch.ntk.forward import ForwardPass
 from ntksearch.ntk.options import COMPILE_MODES
 
-__all__ = ["FAST_COMPILE_OPTIONS", "compiles_fast", "jitted"]
+__all__ = ["FAST_COMPILE_OPTIONS", "OPTIMISED_FROM_FLOPS", "compiles_fast", "jitted"]
 
 FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0}
 _SLOW_AT_LEVEL_0 = frozenset({"conv_general_dilated"})
+OPTIMISED_FROM_FLOPS = 2.0**26  # forward-pass matrix-product flops from which ``auto`` compiles at XLA's default
 
 
 @cache
@@ -43,7 +48,10 @@ def jitted(fn: Callable[..., Any], *, fast: bool, static_argnames: tuple[str, ..
 def compiles_fast(mode: str, forward: ForwardPass) -> bool:
     """Whether ``compile_mode`` ``mode`` compiles a model's programs at level 0: ``"fast"`` yes, ``"optimised"``
     no, ``"auto"`` unless its forward pass ``forward`` (:func:`ntksearch.ntk.forward.trace_forward`; nested calls
-    and loop bodies included) has a convolution."""
+    and loop bodies included) has a convolution or does at least :data:`OPTIMISED_FROM_FLOPS` matrix-product
+    flops (``forward.product_flops``, on the batch it was traced with)."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile_mode {mode!r}; allowed: {', '.join(COMPILE_MODES)}")
-    return mode == "fast" or (mode == "auto" and _SLOW_AT_LEVEL_0.isdisjoint(forward.primitives))
+    if mode != "auto":
+        return mode == "fast"
+    return _SLOW_AT_LEVEL_0.isdisjoint(forward.primitives) and forward.product_flops < OPTIMISED_FROM_FLOPS

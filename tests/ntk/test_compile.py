@@ -1,12 +1,14 @@
 """How the NTK programs compile: the same numbers either way, one jitted object per variant, the auto rule."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ntksearch.ntk import ntk_metrics
-from ntksearch.ntk.compile import FAST_COMPILE_OPTIONS, compiles_fast, jitted
+from ntksearch.ntk.compile import FAST_COMPILE_OPTIONS, OPTIMISED_FROM_FLOPS, compiles_fast, jitted
 from ntksearch.ntk.forward import trace_forward
 from ntksearch.ntk.linearised import linearised_metrics
 from ntksearch.ntk.spectra import lambda_max
@@ -37,6 +39,19 @@ def test_auto_compiles_fast_unless_the_model_convolves():
     assert compiles_fast("auto", trace_forward(conv_in_a_loop, jnp.ones((3, 3, 1, 1)), cnn.x)) is False
     with pytest.raises(ValueError, match="allowed: auto, fast, optimised"):
         compiles_fast("quick", trace_forward(cnn.apply_fn, cnn.params, cnn.x))
+
+
+@pytest.mark.parametrize("make", [make_mlp, make_rnn])
+def test_auto_compiles_large_forward_passes_at_the_default_level(make):
+    prob = make()
+    per_example = trace_forward(prob.apply_fn, prob.params, prob.x).product_flops / prob.x.shape[0]
+    smallest = math.ceil(OPTIMISED_FROM_FLOPS / per_example)  # the smallest batch reaching the threshold
+    for batch, fast in [(smallest - 1, True), (smallest, False)]:
+        x = jax.ShapeDtypeStruct((batch, *prob.x.shape[1:]), prob.x.dtype)  # traced abstractly: nothing runs
+        forward = trace_forward(prob.apply_fn, prob.params, x)
+        assert (forward.product_flops < OPTIMISED_FROM_FLOPS) is fast
+        assert compiles_fast("auto", forward) is fast
+        assert compiles_fast("fast", forward) is True
 
 
 def test_fast_and_optimised_programs_give_the_same_estimates(problem: Problem):
