@@ -1,8 +1,8 @@
 """Search throughput: candidates scored per minute, and how much of it is XLA compilation.
 
-Each configuration scores the same candidates (Optuna's RandomSampler, seed 0; ``--sampler tpe``: a TPE search as
-the quickstart's, whose candidates follow the scores) of a shipped space on the
-digits scoring batch, in fresh processes, so nothing compiled earlier is reused unless the configuration says so:
+Each configuration scores the same candidates (Optuna's RandomSampler, seed 0 or ``--seed``; ``--sampler tpe``:
+a TPE search as the quickstart's, whose candidates follow the scores) of a shipped space on the digits scoring
+batch, in fresh processes, so nothing compiled earlier is reused unless the configuration says so:
 
 * ``all proxies``: the objective plus every registered proxy recorded (each proxy group compiles its own
   programs per new architecture); one process. What a search recording everything costs.
@@ -138,7 +138,7 @@ def bucket_grid(space: SearchSpace, name: str) -> BucketGrid:
     return BucketGrid(depths=depths, uniform=True, menus=menus)
 
 
-def run_config(space: str, config: str, candidates: int, workdir: Path, sampler: str = "random") -> dict:
+def run_config(space: str, config: str, candidates: int, workdir: Path, sampler: str = "random", seed: int = 0) -> dict:
     """Run one configuration in fresh processes; returns wall seconds, compile seconds and candidates."""
     cache = workdir / f"cache-{space}"
     journal = workdir / f"{space}-{config.replace(' ', '_').replace(',', '')}.log"
@@ -162,7 +162,7 @@ def run_config(space: str, config: str, candidates: int, workdir: Path, sampler:
                             "intra_op_parallelism_threads=1").strip()
     shares = [candidates // workers + (i < candidates % workers) for i in range(workers)]
     start = time.perf_counter()
-    procs = [subprocess.Popen([*base, "--candidates", str(n), "--sampler-seed", str(i)], env=env,
+    procs = [subprocess.Popen([*base, "--candidates", str(n), "--sampler-seed", str(seed + i)], env=env,
                               stdout=subprocess.PIPE, text=True) for i, n in enumerate(shares)]
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     wall = time.perf_counter() - start
@@ -178,11 +178,11 @@ def largest_difference(row: dict, reference: dict) -> float:
     return max((abs(a - b) / max(abs(b), 1e-12) for a, b in pairs), default=float("nan"))
 
 
-def table(rows: list[dict], candidates: int, sampler: str) -> str:
+def table(rows: list[dict], candidates: int, sampler: str, seed: int = 0) -> str:
     """The Markdown table of ``rows``. A threaded row's compile seconds add up overlapping compilations, so its
     "other" time and compile share are not shown; a row with worker processes has no compile seconds."""
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; digits scoring batch of 32; "
-             f"{candidates} candidates per space ({sampler} sampler, seed 0); fresh processes per row.", "",
+             f"{candidates} candidates per space ({sampler} sampler, seed {seed}); fresh processes per row.", "",
              "| space | configuration | candidates / min | × vs objective only | compile s | other s | compile share "
              "| score Δ vs objective only |",
              "|---|---|---|---|---|---|---|---|"]
@@ -251,6 +251,8 @@ def main() -> None:
     parser.add_argument("--configs", default=";".join(CONFIGS), help="';'-separated configurations to run")
     parser.add_argument("--sampler", choices=("random", "tpe"), default="random",
                         help="random: the same candidates in every row; tpe: as a search (10 random start-up trials)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the sampler's seed (the 2-worker row's workers: seed and seed + 1)")
     parser.add_argument("--buckets", choices=("per_layer", "uniform"), help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--space", help=argparse.SUPPRESS)
@@ -279,13 +281,14 @@ def main() -> None:
         for space in args.spaces.split(","):
             for config in configs:
                 if "warm disk cache" in config:  # fill the disk cache with one cold run, not timed as a row
-                    run_config(space, config.replace("warm ", ""), args.candidates, Path(tmp), args.sampler)
-                row = run_config(space, config, args.candidates, Path(tmp), args.sampler)
+                    run_config(space, config.replace("warm ", ""), args.candidates, Path(tmp), args.sampler,
+                               args.seed)
+                row = run_config(space, config, args.candidates, Path(tmp), args.sampler, args.seed)
                 rows.append(row)
                 print(f"{space:>4} {config:<36} {row['candidates'] / row['wall'] * 60:7.1f} cand/min  "
                       f"wall {row['wall']:6.1f} s  compile {row['compile']:6.1f} s of {row['busy']:6.1f} s busy",
                       flush=True)
-    text = table(rows, args.candidates, args.sampler)
+    text = table(rows, args.candidates, args.sampler, args.seed)
     print("\n" + text)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "search_throughput.md").write_text(text)

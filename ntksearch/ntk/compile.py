@@ -8,13 +8,18 @@ convolutions. Which pays depends on how often a candidate's kernel runs (the def
 calls) and how long a call takes, which grows with the forward pass's matrix-product flops F
 (``benchmarks/compile_levels.py``, two runs, 2-core CPU, digits batch of 32, 2-row kernel): the default level
 breaks even after 13–39 calls for every measured model with F ≥ 2²⁶ ≈ 67 M (MLPs of 83 MFLOP, recurrent
-networks of 99–124 MFLOP), after up to 67 calls between 2²⁵ and 2²⁶, and after hundreds for small models.
+networks of 99–124 MFLOP), after up to 67 calls for MLPs between 2²⁵ and 2²⁶, after 13–51 for every recurrent
+network with F ≥ 2²⁴ ≈ 17 M (a loop body's flops counted once) but up to 68 just below, and after hundreds for
+small models.
 Hence the ``compile_mode`` of the metric functions and of :class:`~ntksearch.ntk.options.NTKOptions` /
 :class:`~ntksearch.ntk.options.LinearisedOptions`: ``"fast"`` (level 0), ``"optimised"`` (XLA's default) or
 ``"auto"`` (the default, :func:`compiles_fast`): fast unless the model's forward pass has a convolution or
-does at least :data:`OPTIMISED_FROM_FLOPS` = 2²⁶ matrix-product flops: the smallest power of two above which
-every measured model broke even within 60 calls (the rule was fixed before the search benchmarks that test
-it). A long estimate on a large batch (thousands of products of one model) runs faster ``"optimised"``.
+does at least :data:`OPTIMISED_FROM_FLOPS` = 2²⁶ matrix-product flops, or 2²⁴
+(:data:`OPTIMISED_LOOPS_FROM_FLOPS`) when it has a loop: for each kind, the smallest power of two above which
+every measured model broke even within 60 calls. (The single 2²⁶ threshold came first and was tested on TPE
+searches: rnn 1.09×, mlp unchanged; the loop threshold was then taken from the same compile measurements by the
+same criterion and tested on a TPE search with another seed; ``benchmarks/RESULTS.md``.) A long estimate on a
+large batch (thousands of products of one model) runs faster ``"optimised"``.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ import jax
 from ntksearch.ntk.forward import ForwardPass
 from ntksearch.ntk.options import COMPILE_MODES
 
-__all__ = ["FAST_COMPILE_OPTIONS", "OPTIMISED_FROM_FLOPS", "compiles_fast", "jitted"]
+__all__ = ["FAST_COMPILE_OPTIONS", "OPTIMISED_FROM_FLOPS", "OPTIMISED_LOOPS_FROM_FLOPS", "compiles_fast", "jitted"]
 
 FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0}
 _SLOW_AT_LEVEL_0 = frozenset({"conv_general_dilated"})
+_LOOPS = frozenset({"scan", "while"})
 OPTIMISED_FROM_FLOPS = 2.0**26  # forward-pass matrix-product flops from which ``auto`` compiles at XLA's default
+OPTIMISED_LOOPS_FROM_FLOPS = 2.0**24  # the same for a forward pass with a loop (recurrent networks)
 
 
 @cache
@@ -49,9 +56,11 @@ def compiles_fast(mode: str, forward: ForwardPass) -> bool:
     """Whether ``compile_mode`` ``mode`` compiles a model's programs at level 0: ``"fast"`` yes, ``"optimised"``
     no, ``"auto"`` unless its forward pass ``forward`` (:func:`ntksearch.ntk.forward.trace_forward`; nested calls
     and loop bodies included) has a convolution or does at least :data:`OPTIMISED_FROM_FLOPS` matrix-product
-    flops (``forward.product_flops``, on the batch it was traced with)."""
+    flops (:data:`OPTIMISED_LOOPS_FROM_FLOPS` when it has a loop; ``forward.product_flops``, on the batch it was
+    traced with, a loop body counted once)."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile_mode {mode!r}; allowed: {', '.join(COMPILE_MODES)}")
     if mode != "auto":
         return mode == "fast"
-    return _SLOW_AT_LEVEL_0.isdisjoint(forward.primitives) and forward.product_flops < OPTIMISED_FROM_FLOPS
+    limit = OPTIMISED_FROM_FLOPS if _LOOPS.isdisjoint(forward.primitives) else OPTIMISED_LOOPS_FROM_FLOPS
+    return _SLOW_AT_LEVEL_0.isdisjoint(forward.primitives) and forward.product_flops < limit

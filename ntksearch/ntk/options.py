@@ -24,7 +24,7 @@ CompileMode = Literal["auto", "fast", "optimised"]
 COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 _COMPILE_DOC = ("how the NTK programs compile (ntksearch.ntk.compile): fast, XLA's level 0 (about half the compile "
                 "time, slower products); optimised, XLA's default; auto, fast unless the model has convolutions or "
-                "its forward pass does at least 2^26 matrix-product flops")
+                "its forward pass does at least 2^26 matrix-product flops (2^24 with a loop)")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from ntksearch.ntk import ntk_metrics
-from ntksearch.ntk.compile import FAST_COMPILE_OPTIONS, OPTIMISED_FROM_FLOPS, compiles_fast, jitted
+from ntksearch.ntk.compile import (
+    FAST_COMPILE_OPTIONS,
+    OPTIMISED_FROM_FLOPS,
+    OPTIMISED_LOOPS_FROM_FLOPS,
+    compiles_fast,
+    jitted,
+)
 from ntksearch.ntk.forward import trace_forward
 from ntksearch.ntk.linearised import linearised_metrics
 from ntksearch.ntk.spectra import lambda_max
@@ -41,15 +47,15 @@ def test_auto_compiles_fast_unless_the_model_convolves():
         compiles_fast("quick", trace_forward(cnn.apply_fn, cnn.params, cnn.x))
 
 
-@pytest.mark.parametrize("make", [make_mlp, make_rnn])
-def test_auto_compiles_large_forward_passes_at_the_default_level(make):
+@pytest.mark.parametrize(("make", "limit"), [(make_mlp, OPTIMISED_FROM_FLOPS), (make_rnn, OPTIMISED_LOOPS_FROM_FLOPS)])
+def test_auto_compiles_large_forward_passes_at_the_default_level(make, limit):
     prob = make()
     per_example = trace_forward(prob.apply_fn, prob.params, prob.x).product_flops / prob.x.shape[0]
-    smallest = math.ceil(OPTIMISED_FROM_FLOPS / per_example)  # the smallest batch reaching the threshold
+    smallest = math.ceil(limit / per_example)  # the smallest batch reaching the threshold (a loop's: lower)
     for batch, fast in [(smallest - 1, True), (smallest, False)]:
         x = jax.ShapeDtypeStruct((batch, *prob.x.shape[1:]), prob.x.dtype)  # traced abstractly: nothing runs
         forward = trace_forward(prob.apply_fn, prob.params, x)
-        assert (forward.product_flops < OPTIMISED_FROM_FLOPS) is fast
+        assert (forward.product_flops < limit) is fast
         assert compiles_fast("auto", forward) is fast
         assert compiles_fast("fast", forward) is True
 
