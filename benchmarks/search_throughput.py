@@ -9,7 +9,7 @@ batch, in fresh processes, so nothing compiled earlier is reused unless the conf
 * ``objective only``: only the default score's proxies (one NTK estimate); one process.
 * ``objective, optimised compile`` (``fast compile``): as above with every NTK program compiled at XLA's default
   optimisation (``compile_mode: optimised``) or at its level 0 (``fast``) instead of the default ``auto``
-  (level 0 unless the model has convolutions or a forward pass of ≥ 2²⁶ matrix-product flops,
+  (level 0 unless the model has convolutions or a forward pass of ≥ 2²⁶ matrix-product flops, 2²⁴ with a loop,
   :mod:`ntksearch.ntk.compile`): what each compile level gains.
 * ``objective, warm disk cache``: as above, run a second time with JAX's persistent compilation cache filled by
   the first run: identical architectures load their programs from disk instead of compiling.
