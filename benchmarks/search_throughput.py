@@ -50,6 +50,7 @@ Usage::
     python benchmarks/search_throughput.py                 # mlp, cnn, rnn spaces (≈ 15 min on 2 cores)
     python benchmarks/search_throughput.py --quickstart 100 --threads 1,2
     python benchmarks/search_throughput.py --quickstart 100 --threads 1 --processes 2
+    python benchmarks/search_throughput.py --quickstart 100 --threads 1 --compile-mode fast
     python benchmarks/search_throughput.py --spaces mlp --candidates 30
     python benchmarks/search_throughput.py --spaces mlp,rnn --configs "objective only;objective, buckets"
 """
@@ -200,9 +201,9 @@ def table(rows: list[dict], candidates: int, sampler: str, seed: int = 0) -> str
     return "\n".join(lines) + "\n"
 
 
-def quickstart(trials: int, runs: list[tuple[str, int]], out: Path) -> None:
-    """Time the cold quickstart command once per (``threads`` or ``processes``, count) of ``runs``; print and write
-    the table (see the module doc)."""
+def quickstart(trials: int, runs: list[tuple[str, int]], out: Path, compile_mode: str = "auto") -> None:
+    """Time the cold quickstart command once per (``threads`` or ``processes``, count) of ``runs``, its default
+    score's programs compiled by ``compile_mode``; print and write the table (see the module doc)."""
     import optuna
     import yaml
 
@@ -211,6 +212,7 @@ def quickstart(trials: int, runs: list[tuple[str, int]], out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             config = yaml.safe_load((ROOT / "experiments" / "quickstart.yaml").read_text())
             config.update(space=str(ROOT / "search_spaces" / "mlp.yaml"), output=str(Path(tmp) / "run"))
+            config["scoring"]["linearised"] = {"compile_mode": compile_mode}  # the default score's Lanczos run
             path = Path(tmp) / "quickstart.yaml"
             path.write_text(yaml.safe_dump(config))
             env = dict(os.environ, PYTHONPATH=str(ROOT), NTKSEARCH_JAX_CACHE=str(Path(tmp) / "cache"))
@@ -228,7 +230,8 @@ def quickstart(trials: int, runs: list[tuple[str, int]], out: Path) -> None:
                      "wall": wall, "search": span, "median_params": sizes[len(sizes) // 2] if sizes else None})
         print(f"{kind} {count}: {len(done)} trials, command {wall:.1f} s, search {span:.1f} s", flush=True)
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; `ntksearch run experiments/quickstart.yaml "
-             f"--no-confirm --n-trials {trials}`, empty compilation cache, one run per row.", "",
+             f"--no-confirm --n-trials {trials}`, compile_mode {compile_mode}, empty compilation cache, one run per "
+             "row.", "",
              "| scored in | trials (complete) | command wall s | candidates / min (command) | search s "
              "| candidates / min (search) | × vs 1 thread | median parameters |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -259,7 +262,9 @@ def main() -> None:
     parser.add_argument("--journal", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--record-all", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--compile-mode", choices=("auto", "fast", "optimised"), default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--compile-mode", choices=("auto", "fast", "optimised"), default="auto",
+                        help="the NTK programs' compile_mode (with --quickstart: scoring.linearised's, which the "
+                        "default score uses)")
     parser.add_argument("--sampler-seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--quickstart", type=int, metavar="TRIALS", help="time the quickstart command instead")
@@ -273,7 +278,7 @@ def main() -> None:
     if args.quickstart:
         runs = [("threads", int(t)) for t in args.threads.split(",") if t]
         quickstart(args.quickstart, runs + [("processes", int(p)) for p in args.processes.split(",") if p],
-                   Path(args.out))
+                   Path(args.out), args.compile_mode)
         return
     configs = [c for c in CONFIGS if c in args.configs.split(";")]
     rows = []
