@@ -39,27 +39,33 @@ RNN_CELLS = ("tanh", "gru", "lstm")
 LEVELS = (("level 0", True), ("default", False))  # (label, ``fast`` of :func:`ntksearch.ntk.compile.jitted`)
 
 
+def _mlp_params(shift: int, *, depth: int, width: int, activation: str, norm: str) -> dict:
+    """Trial parameters of an ``mlp`` of ``depth`` layers of about ``width`` units, moved by ``shift``."""
+    sign = 1 if width < 256 else -1  # widths stay inside the space's [16, 512]
+    return {"depth": depth, **{f"width_{i}": width + sign * (shift + 3 * i) for i in range(depth)},
+            "activation": activation, "norm": norm, "residual": False, "dropout": 0.0, "init": "he_normal",
+            "init_scale": 1.0}
+
+
+def _rnn_params(shift: int, *, layers: int, hidden: int, cell: str, bidirectional: bool) -> dict:
+    """Trial parameters of an ``rnn`` of ``layers`` layers of about ``hidden`` units, moved by ``shift``."""
+    sign = 1 if hidden < 64 else -1  # hidden sizes stay inside the space's [16, 128]
+    return {"cell": cell, "layers": layers, "bidirectional": bidirectional, "dropout": 0.0, "init": "lecun_normal",
+            "init_scale": 1.0, **{f"hidden_{i}": hidden + sign * (shift % 7 + 2 * i) for i in range(layers)}}
+
+
 def architectures() -> Iterator[tuple[str, str, Callable[[int], dict]]]:
     """(space, description, params(shift)) for every model measured; ``params`` returns the trial parameters of
     a new architecture for every ``shift`` (a width or hidden size moved by a few units, inside the space)."""
     for depth, width in MLP_SIZES:
         for activation, norm in MLP_CHOICES:
-            sign = 1 if width < 256 else -1
             yield "mlp", f"mlp {depth} × ~{width} {activation}/{norm}", partial(
-                lambda shift, depth, width, sign, activation, norm: {
-                    "depth": depth, **{f"width_{i}": width + sign * (shift + 3 * i) for i in range(depth)},
-                    "activation": activation, "norm": norm, "residual": False, "dropout": 0.0, "init": "he_normal",
-                    "init_scale": 1.0}, depth=depth, width=width, sign=sign, activation=activation, norm=norm)
+                _mlp_params, depth=depth, width=width, activation=activation, norm=norm)
     for layers, hidden in RNN_SIZES:
         for cell in RNN_CELLS:
             for bidirectional in (False, True):
-                sign = 1 if hidden < 64 else -1
                 yield "rnn", f"rnn {layers} × ~{hidden} {cell}{' bi' if bidirectional else ''}", partial(
-                    lambda shift, layers, hidden, sign, cell, bidirectional: {
-                        "cell": cell, "layers": layers, "bidirectional": bidirectional, "dropout": 0.0,
-                        "init": "lecun_normal", "init_scale": 1.0,
-                        **{f"hidden_{i}": hidden + sign * (shift % 7 + 2 * i) for i in range(layers)}},
-                    layers=layers, hidden=hidden, sign=sign, cell=cell, bidirectional=bidirectional)
+                    _rnn_params, layers=layers, hidden=hidden, cell=cell, bidirectional=bidirectional)
 
 
 def measure(calls: int, families: tuple[str, ...]) -> list[dict]:

@@ -212,7 +212,8 @@ def quickstart(trials: int, runs: list[tuple[str, int]], out: Path, compile_mode
         with tempfile.TemporaryDirectory() as tmp:
             config = yaml.safe_load((ROOT / "experiments" / "quickstart.yaml").read_text())
             config.update(space=str(ROOT / "search_spaces" / "mlp.yaml"), output=str(Path(tmp) / "run"))
-            config["scoring"]["linearised"] = {"compile_mode": compile_mode}  # the default score's Lanczos run
+            scoring = config.setdefault("scoring", {})  # the default score's Lanczos run reads scoring.linearised
+            scoring["linearised"] = {**scoring.get("linearised", {}), "compile_mode": compile_mode}
             path = Path(tmp) / "quickstart.yaml"
             path.write_text(yaml.safe_dump(config))
             env = dict(os.environ, PYTHONPATH=str(ROOT), NTKSEARCH_JAX_CACHE=str(Path(tmp) / "cache"))
