@@ -9,8 +9,8 @@ calls) and how long a call takes, which grows with the forward pass's matrix-pro
 (``benchmarks/compile_levels.py``, two runs, 2-core CPU, digits batch of 32, 2-row kernel): the default level
 breaks even after 13–39 calls for every measured model with F ≥ 2²⁶ ≈ 67 M (MLPs of 83 MFLOP, recurrent
 networks of 99–124 MFLOP), after up to 67 calls for MLPs between 2²⁵ and 2²⁶, after 13–51 for every recurrent
-network with F ≥ 2²⁴ ≈ 17 M (a loop body's flops counted once) but up to 68 just below, and after hundreds for
-small models.
+network with F ≥ 2²⁴ ≈ 17 M (a loop body's flops counted once) but up to 63 between 2²³ and 2²⁴ and 98 at
+8 MFLOP, and after hundreds for small models.
 Hence the ``compile_mode`` of the metric functions and of :class:`~ntksearch.ntk.options.NTKOptions` /
 :class:`~ntksearch.ntk.options.LinearisedOptions`: ``"fast"`` (level 0), ``"optimised"`` (XLA's default) or
 ``"auto"`` (the default, :func:`compiles_fast`): fast unless the model's forward pass has a convolution or
