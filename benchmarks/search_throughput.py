@@ -7,6 +7,9 @@ batch, in fresh processes, so nothing compiled earlier is reused unless the conf
 * ``all proxies``: the objective plus every registered proxy recorded (each proxy group compiles its own
   programs per new architecture); one process. What a search recording everything costs.
 * ``objective only``: only the default score's proxies (one NTK estimate); one process.
+* ``objective, AD products``: as above with ``scoring.linearised.structured: false``: the Lanczos run's products
+  by AD passes for every model, instead of K_AA and K_BA formed once from per-layer factors where the model
+  allows (:mod:`ntksearch.ntk.structured`: MLPs). What the factored kernel gains.
 * ``objective, optimised compile`` (``fast compile``): as above with every NTK program compiled at XLA's default
   optimisation (``compile_mode: optimised``) or at its level 0 (``fast``) instead of the default ``auto``
   (level 0 unless the model has convolutions or a forward pass of ≥ 2²⁶ matrix-product flops, 2²⁴ with a loop,
@@ -51,6 +54,7 @@ Usage::
     python benchmarks/search_throughput.py --quickstart 100 --threads 1,2
     python benchmarks/search_throughput.py --quickstart 100 --threads 1 --processes 2
     python benchmarks/search_throughput.py --quickstart 100 --threads 1 --compile-mode fast
+    python benchmarks/search_throughput.py --quickstart 100 --threads 1 --no-structured
     python benchmarks/search_throughput.py --spaces mlp --candidates 30
     python benchmarks/search_throughput.py --spaces mlp,rnn --configs "objective only;objective, buckets"
 """
@@ -73,7 +77,8 @@ if TYPE_CHECKING:
     from ntksearch.spaces import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ("all proxies", "objective only", "objective, optimised compile", "objective, fast compile",
+CONFIGS = ("all proxies", "objective only", "objective, AD products", "objective, optimised compile",
+           "objective, fast compile",
            "objective, warm disk cache",
            "objective, 2 workers", "objective, 2 threads", "objective, 3 threads", "objective, 2 processes",
            "objective, 4 processes",
@@ -106,7 +111,8 @@ def child(args: argparse.Namespace) -> None:
     mode = args.compile_mode
     objective = ProxyObjective(space, load_dataset("digits"),
                                proxies=None if args.record_all else [], seed=0, batch_size=32,
-                               ntk=NTKOptions(compile_mode=mode), linearised=LinearisedOptions(compile_mode=mode),
+                               ntk=NTKOptions(compile_mode=mode),
+                               linearised=LinearisedOptions(compile_mode=mode, structured=not args.no_structured),
                                **buckets)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(args.journal))
     sampler = (optuna.samplers.TPESampler(seed=args.sampler_seed, n_startup_trials=10) if args.sampler == "tpe"
@@ -151,6 +157,8 @@ def run_config(space: str, config: str, candidates: int, workdir: Path, sampler:
         base += ["--cache", str(cache) + ("-buckets" if "buckets" in config else "")]
     if "buckets" in config:
         base += ["--buckets", "uniform" if "uniform" in config else "per_layer"]
+    if "AD products" in config:
+        base.append("--no-structured")
     if "compile" in config:  # "objective, <mode> compile"
         base += ["--compile-mode", config.split()[-2]]
     if "threads" in config:  # "objective, k threads"
@@ -201,9 +209,11 @@ def table(rows: list[dict], candidates: int, sampler: str, seed: int = 0) -> str
     return "\n".join(lines) + "\n"
 
 
-def quickstart(trials: int, runs: list[tuple[str, int]], out: Path, compile_mode: str = "auto") -> None:
+def quickstart(trials: int, runs: list[tuple[str, int]], out: Path, compile_mode: str = "auto",
+               structured: bool = True) -> None:
     """Time the cold quickstart command once per (``threads`` or ``processes``, count) of ``runs``, its default
-    score's programs compiled by ``compile_mode``; print and write the table (see the module doc)."""
+    score's programs compiled by ``compile_mode`` and its kernel factored or not (``structured``); print and
+    write the table (see the module doc)."""
     import optuna
     import yaml
 
@@ -213,7 +223,8 @@ def quickstart(trials: int, runs: list[tuple[str, int]], out: Path, compile_mode
             config = yaml.safe_load((ROOT / "experiments" / "quickstart.yaml").read_text())
             config.update(space=str(ROOT / "search_spaces" / "mlp.yaml"), output=str(Path(tmp) / "run"))
             scoring = config.setdefault("scoring", {})  # the default score's Lanczos run reads scoring.linearised
-            scoring["linearised"] = {**scoring.get("linearised", {}), "compile_mode": compile_mode}
+            scoring["linearised"] = {**scoring.get("linearised", {}), "compile_mode": compile_mode,
+                                     "structured": structured}
             path = Path(tmp) / "quickstart.yaml"
             path.write_text(yaml.safe_dump(config))
             env = dict(os.environ, PYTHONPATH=str(ROOT), NTKSEARCH_JAX_CACHE=str(Path(tmp) / "cache"))
@@ -231,7 +242,8 @@ def quickstart(trials: int, runs: list[tuple[str, int]], out: Path, compile_mode
                      "wall": wall, "search": span, "median_params": sizes[len(sizes) // 2] if sizes else None})
         print(f"{kind} {count}: {len(done)} trials, command {wall:.1f} s, search {span:.1f} s", flush=True)
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; `ntksearch run experiments/quickstart.yaml "
-             f"--no-confirm --n-trials {trials}`, compile_mode {compile_mode}, empty compilation cache, one run per "
+             f"--no-confirm --n-trials {trials}`, compile_mode {compile_mode}, structured {str(structured).lower()}, "
+             "empty compilation cache, one run per "
              "row.", "",
              "| scored in | trials (complete) | command wall s | candidates / min (command) | search s "
              "| candidates / min (search) | × vs 1 thread | median parameters |", "|---|---|---|---|---|---|---|---|"]
@@ -263,6 +275,8 @@ def main() -> None:
     parser.add_argument("--journal", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--record-all", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-structured", action="store_true",
+                        help="Lanczos products by AD passes for every model (scoring.linearised.structured: false)")
     parser.add_argument("--compile-mode", choices=("auto", "fast", "optimised"), default="auto",
                         help="the NTK programs' compile_mode (with --quickstart: scoring.linearised's, which the "
                         "default score uses)")
@@ -279,7 +293,7 @@ def main() -> None:
     if args.quickstart:
         runs = [("threads", int(t)) for t in args.threads.split(",") if t]
         quickstart(args.quickstart, runs + [("processes", int(p)) for p in args.processes.split(",") if p],
-                   Path(args.out), args.compile_mode)
+                   Path(args.out), args.compile_mode, not args.no_structured)
         return
     configs = [c for c in CONFIGS if c in args.configs.split(";")]
     rows = []

@@ -63,14 +63,16 @@ import jax.numpy as jnp
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ntksearch.ntk.compile import compiles_fast
 from ntksearch.ntk.estimators import NonFiniteModelError, ProbeKernel, host_rng, probe_mesh
-from ntksearch.ntk.forward import trace_forward
+from ntksearch.ntk.forward import ForwardPass, trace_forward
 from ntksearch.ntk.kernel import prepare_kernel
 from ntksearch.ntk.lanczos import Lanczos, ritz
 from ntksearch.ntk.linearised_dynamics import LinearisedKernel, LinearisedMetrics, check_setting
 from ntksearch.ntk.operator import ApplyFn, Array, Params
 from ntksearch.ntk.options import CompileMode, LinearisedOptions
 from ntksearch.ntk.spectra import rayleigh_ritz_top
+from ntksearch.ntk.structured import StructuredKernel, structured_kernel, structured_pays
 
 __all__ = ["DEFAULT_MAX_MATVECS", "LinearisedKernel", "LinearisedMetrics", "linearise_kernel", "linearised_metrics"]
 
@@ -84,7 +86,7 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
                      steps: int = _DEFAULTS.steps, ridge: float = _DEFAULTS.ridge, momentum: float = _DEFAULTS.momentum,
                      lr_fraction: float = _DEFAULTS.lr_fraction, max_matvecs: int = _DEFAULTS.max_matvecs,
                      rtol: float = _DEFAULTS.rtol, block_size: int = 2,
-                     compile_mode: CompileMode = _DEFAULTS.compile_mode,
+                     compile_mode: CompileMode = _DEFAULTS.compile_mode, structured: bool = _DEFAULTS.structured,
                      ) -> LinearisedKernel:
     """Run Lanczos on K_AA from r₀ (and K_BA on its basis) until the given setting has settled (module docstring).
 
@@ -103,6 +105,8 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
         estimators' compiled program; 2, the default, costs the least per step where products are compute-bound).
       compile_mode: how the products compile (:mod:`ntksearch.ntk.compile`: ``"fast"`` halves the compile time
         and runs slower; ``"optimised"`` for long runs on large batches; ``"auto"``).
+      structured: form K_AA and K_BA once from per-layer factors when the model allows
+        (:mod:`ntksearch.ntk.structured`; the same values up to float rounding); False: always AD products.
 
     Raises:
       ValueError: bad shapes or settings. NonFiniteModelError: non-finite model outputs or products.
@@ -118,40 +122,34 @@ def linearise_kernel(apply_fn: ApplyFn, params: Params, x_train: Array, y_train:
         raise ValueError(f"rtol must be ≥ 0, got {rtol!r}")
     y = np.asarray(y_train, np.float64)
     n, n_classes = y.size, y.shape[1]
-    mesh = probe_mesh()
-    setup = prepare_kernel(apply_fn, params, x_train, mesh, compile_mode, forward=forward)
-    kernel = ProbeKernel(apply_fn, params, x_train, side="state", block_size=block_size, dim=n, mesh=mesh,
-                         point=setup.point, fast_compile=setup.fast_compile)
-    held_out = None if labels is None else _HeldOut(apply_fn, params, x_val, mesh, setup.fast_compile)
+    products = _products(apply_fn, params, x_train, x_val if labels is not None else None, compile_mode, forward,
+                         block_size, structured)
     probe_rng = host_rng(key, 1)
     draw = lambda count: probe_rng.choice(np.array([-1, 1], np.int8), size=(count, n))
     lanczos = Lanczos(n, max_matvecs, block_size * (max_matvecs + 1), host_rng(key, 2))
     with threadpool_limits(1, user_api="blas"):
         probes = draw(block_size)
-        first = kernel(probes, adjoint=True)  # trace probes only; gives f₀(A)
-        lanczos.add_probes(probes, np.asarray(first.image_sq, np.float64))
-        residual = y.ravel() - np.asarray(first.outputs, np.float64)
+        outputs, probe_sq = products.first(probes)  # trace probes only; gives f₀(A)
+        lanczos.add_probes(probes, probe_sq)
+        residual = y.ravel() - outputs
         norm = float(np.linalg.norm(residual))
         start = residual if norm > 0 else host_rng(key, 3).standard_normal(n)  # r₀ = 0: any start (for λ_max, tr K)
         vector = start / np.linalg.norm(start)
         calls = 1
         while lanczos.k < min(max_matvecs, n):
             probes = draw(block_size - 1)
-            out = kernel(np.concatenate([vector[None], probes]), adjoint=True)
+            product, probe_sq = products.step(vector, probes)
             calls += 1
-            product = np.asarray(out.adjoint, np.float64)[0]  # one transfer, no slicing program on the device
             if not np.all(np.isfinite(product)):
                 raise NonFiniteModelError("a K_AA product is not finite; the linearised dynamics are undefined")
-            lanczos.add_probes(probes, np.asarray(out.image_sq[1:], np.float64))
-            if held_out is not None:
-                held_out.add(out.images[0])
+            lanczos.add_probes(probes, probe_sq)
             vector = lanczos.extend(vector, product)
-            snapshot = _kernel(lanczos, residual, n_classes, None, rtol, (calls, block_size, 0), final=False)
+            snapshot = _kernel(lanczos, residual, n_classes, None, rtol, (0, 0), final=False)
             if rtol > 0 and snapshot.settled(learning_rate, steps, ridge, momentum, lr_fraction, rtol,
-                                             watch_displacement=held_out is not None):
+                                             watch_displacement=labels is not None):
                 break
-        val = held_out.finish(labels) if held_out is not None else None
-    return _kernel(lanczos, residual, n_classes, val, rtol, (calls, block_size, lanczos.k if val else 0),
+        val = products.held_out(labels) if labels is not None else None
+    return _kernel(lanczos, residual, n_classes, val, rtol, products.passes(calls, block_size, lanczos.k),
                    final=True)
 
 
@@ -160,7 +158,7 @@ def linearised_metrics(apply_fn: ApplyFn, params: Params, x_train: Array, y_trai
                        steps: int = _DEFAULTS.steps, ridge: float = _DEFAULTS.ridge,
                        max_matvecs: int = _DEFAULTS.max_matvecs, lr_fraction: float = _DEFAULTS.lr_fraction,
                        momentum: float = _DEFAULTS.momentum, rtol: float = _DEFAULTS.rtol, block_size: int = 2,
-                       compile_mode: CompileMode = _DEFAULTS.compile_mode,
+                       compile_mode: CompileMode = _DEFAULTS.compile_mode, structured: bool = _DEFAULTS.structured,
                        ) -> LinearisedMetrics:
     """The linearised network's train loss, held-out loss and accuracy after ``steps`` steps, and the NTK
     complexity (definitions in the module docstring), matrix-free.
@@ -171,7 +169,8 @@ def linearised_metrics(apply_fn: ApplyFn, params: Params, x_train: Array, y_trai
     """
     kernel = linearise_kernel(apply_fn, params, x_train, y_train, x_val, y_val, key=key, learning_rate=learning_rate,
                               steps=steps, ridge=ridge, momentum=momentum, lr_fraction=lr_fraction,
-                              max_matvecs=max_matvecs, rtol=rtol, block_size=block_size, compile_mode=compile_mode)
+                              max_matvecs=max_matvecs, rtol=rtol, block_size=block_size, compile_mode=compile_mode,
+                              structured=structured)
     return kernel.metrics(learning_rate, steps, ridge, momentum=momentum, lr_fraction=lr_fraction)
 
 
@@ -200,6 +199,94 @@ def _check_batches(out_shape: tuple[int, ...], x_train: Array, y_train: Array, x
         return labels.astype(np.int64)
     raise ValueError(f"y_val must be integer labels (M,) in [0, {n_classes}) or one-hot targets (M, {n_classes}) for "
                      f"the M = {m} held-out examples, got shape {labels.shape} and dtype {labels.dtype}")
+
+
+def _products(apply_fn: ApplyFn, params: Params, x_train: Array, x_val: Array | None, compile_mode: CompileMode,
+              forward: ForwardPass, block_size: int, structured: bool) -> _ADProducts | _GramProducts:
+    """Where the Lanczos run's products come from: K_AA and K_BA formed from per-layer factors when
+    ``structured`` and the model allows it on one device (:mod:`ntksearch.ntk.structured`), else the compiled
+    product kernel."""
+    mesh = probe_mesh()
+    n_outputs = forward.out.shape[1]
+    if structured and mesh is None and structured_pays(apply_fn, params, x_train, x_val, n_outputs):
+        gram = structured_kernel(apply_fn, params, x_train, x_val,
+                                 fast_compile=compiles_fast(compile_mode, forward))
+        if gram is not None:
+            return _GramProducts(gram, n_outputs)
+    setup = prepare_kernel(apply_fn, params, x_train, mesh, compile_mode, forward=forward)
+    kernel = ProbeKernel(apply_fn, params, x_train, side="state", block_size=block_size,
+                         dim=x_train.shape[0] * n_outputs, mesh=mesh, point=setup.point,
+                         fast_compile=setup.fast_compile)
+    return _ADProducts(kernel, None if x_val is None else _HeldOut(apply_fn, params, x_val, mesh, setup.fast_compile))
+
+
+class _ADProducts:
+    """K_AA products through the compiled product kernel (AD passes or the dense Jacobian), one block of rows per
+    Lanczos step; K_BA on the Lanczos basis through :class:`_HeldOut`."""
+
+    def __init__(self, kernel: ProbeKernel, held: _HeldOut | None):
+        self.kernel, self.held = kernel, held
+
+    def first(self, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(f₀(A) flattened (n,), zᵀK_AA z of each probe row)."""
+        out = self.kernel(probes, adjoint=True)
+        return np.asarray(out.outputs, np.float64), np.asarray(out.image_sq, np.float64)
+
+    def step(self, vector: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(K_AA q for the Lanczos vector q, zᵀK_AA z of each probe row)."""
+        out = self.kernel(np.concatenate([vector[None], probes]), adjoint=True)
+        if self.held is not None:
+            self.held.add(out.images[0])
+        product = np.asarray(out.adjoint, np.float64)[0]  # one transfer, no slicing program on the device
+        return product, np.asarray(out.image_sq[1:], np.float64)
+
+    def held_out(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(K_BA Q_k (MC, k), f₀(B) (M, C), labels (M,))."""
+        assert self.held is not None
+        return self.held.finish(labels)
+
+    def passes(self, calls: int, rows: int, k: int) -> tuple[int, int]:
+        """(JVPs, VJPs): ``rows`` of each of ``calls`` kernel calls on A, one JVP on B per Lanczos vector."""
+        return calls * rows + (k if self.held is not None else 0), calls * rows
+
+
+class _GramProducts:
+    """The same products with K_AA and K_BA formed once (:func:`ntksearch.ntk.structured.structured_kernel`),
+    as float64 matrix products on the host."""
+
+    def __init__(self, gram: StructuredKernel, n_outputs: int):
+        self.n_outputs = n_outputs
+        self.outputs = np.asarray(gram.out_a, np.float64)
+        if not np.all(np.isfinite(self.outputs)):
+            raise NonFiniteModelError(f"apply_fn(params, x) returned {int(np.sum(~np.isfinite(self.outputs)))} "
+                                      "non-finite values; the NTK is undefined there")
+        self.k_aa = np.asarray(gram.k_aa, np.float64)
+        self.k_ba = None if gram.k_ba is None else np.asarray(gram.k_ba, np.float64)
+        self.out_b = None if gram.out_b is None else np.asarray(gram.out_b, np.float64)
+        self.basis: list[np.ndarray] = []
+
+    def _quadratic(self, probes: np.ndarray) -> np.ndarray:
+        z = probes.astype(np.float64)
+        return np.einsum("ij,ij->i", z @ self.k_aa, z)
+
+    def first(self, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.outputs, self._quadratic(probes)
+
+    def step(self, vector: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.basis.append(vector)
+        return self.k_aa @ vector, self._quadratic(probes)
+
+    def held_out(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert self.k_ba is not None and self.out_b is not None
+        products = self.k_ba @ np.stack(self.basis, axis=1)
+        if not np.all(np.isfinite(products)):
+            raise NonFiniteModelError("a K_BA product is not finite; the held-out predictions are undefined")
+        return products, self.out_b.reshape(len(labels), -1), labels
+
+    def passes(self, calls: int, rows: int, k: int) -> tuple[int, int]:
+        """(JVPs, VJPs): the check's whole-batch JVP; C per-example reverse passes over A (and B)."""
+        del calls, rows, k
+        return 1, self.n_outputs * (1 if self.k_ba is None else 2)
 
 
 class _HeldOut:
@@ -239,9 +326,9 @@ class _HeldOut:
 
 
 def _kernel(lanczos: Lanczos, residual: np.ndarray, n_classes: int,
-            val: tuple[np.ndarray, np.ndarray, np.ndarray] | None, rtol: float, work: tuple[int, int, int], *,
+            val: tuple[np.ndarray, np.ndarray, np.ndarray] | None, rtol: float, passes: tuple[int, int], *,
             final: bool) -> LinearisedKernel:
-    """A :class:`LinearisedKernel` from the Lanczos state; ``work`` = (calls on A, rows per call, JVPs on B).
+    """A :class:`LinearisedKernel` from the Lanczos state; ``passes`` = (JVPs, VJPs) spent.
     Only the ``final`` one gets the Ritz residual of λ_max (O(nk) host work; NaN in the loop's snapshots)."""
     k = lanczos.k
     tri = lanczos.tri[:k, :k].copy()
@@ -250,7 +337,6 @@ def _kernel(lanczos: Lanczos, residual: np.ndarray, n_classes: int,
     else:
         top, top_residual = float(ritz(tri)[0][-1]), math.nan
     trace, trace_stderr = lanczos.trace()
-    calls, rows, val_jvps = work
     products, outputs, labels = val if val is not None else (None, None, None)
     return LinearisedKernel(n_classes, residual, tri, lanczos.betas[:k].copy(), products, outputs, labels, trace,
-                            trace_stderr, max(top, 0.0), top_residual, calls * rows + val_jvps, calls * rows, rtol)
+                            trace_stderr, max(top, 0.0), top_residual, *passes, rtol)

@@ -80,6 +80,8 @@ class LinearisedOptions:
     from_training: bool = setting(True, doc="take each candidate's learning rate, momentum and steps from its "
                                   "training hyperparameters (sgd/momentum: η = lr/C)")
     compile_mode: str = setting("auto", choices=COMPILE_MODES, doc=_COMPILE_DOC)
+    structured: bool = setting(True, doc="form K_AA and K_BA once from per-layer factors where the model allows "
+                               "(dense layers; exact), instead of Lanczos products by AD passes")
 
     def setting_arguments(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`ntksearch.ntk.LinearisedKernel.metrics` these options set."""
@@ -90,4 +92,4 @@ class LinearisedOptions:
         """The keyword arguments of :func:`ntksearch.linearised_metrics` (and ``linearise_kernel``) these
         options set: the setting, the Lanczos budget and its tolerance."""
         return self.setting_arguments() | {"max_matvecs": self.max_matvecs, "rtol": self.rtol,
-                                           "compile_mode": self.compile_mode}
+                                           "compile_mode": self.compile_mode, "structured": self.structured}

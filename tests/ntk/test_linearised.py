@@ -15,6 +15,12 @@ from tests.ntk.problems import CLASSIFIERS, Problem, make_mlp
 
 KEY = jax.random.PRNGKey(0)
 QUANTITIES = ("train_loss", "val_loss", "val_accuracy", "complexity")
+PATHS = {"products": False, "structured": True}  # the ``structured`` argument: AD products or K from factors
+
+
+@pytest.fixture(params=sorted(PATHS))
+def structured(request: pytest.FixtureRequest) -> bool:
+    return PATHS[request.param]
 
 
 @pytest.fixture(params=sorted(CLASSIFIERS), scope="module")
@@ -25,12 +31,12 @@ def case(request: pytest.FixtureRequest) -> tuple[Problem, jax.Array, np.ndarray
         return problem, x_val, labels, dense(problem, x_val, labels)
 
 
-def test_exact_once_the_basis_spans_the_space(case):
+def test_exact_once_the_basis_spans_the_space(case, structured):
     """With k = NC Lanczos steps every setting of one decomposition matches the dense computation to 1e-6."""
     problem, x_val, y_val, d = case
     n = d.residual.size
     kernel = linearise_kernel(problem.apply_fn, problem.params, problem.x, problem.y, x_val, y_val, key=KEY,
-                              max_matvecs=n, rtol=0.0)
+                              max_matvecs=n, rtol=0.0, structured=structured)
     lam_max = np.linalg.eigvalsh(d.kernel)[-1]
     assert kernel.lanczos_steps == n
     assert kernel.trace == pytest.approx(np.trace(d.kernel), rel=1e-10) and kernel.trace_stderr == 0.0
@@ -45,9 +51,10 @@ def test_exact_once_the_basis_spans_the_space(case):
             assert got[name].value == pytest.approx(want[name], rel=1e-6, abs=1e-12), (name, rate, steps, ridge)
 
 
-def test_default_steps_are_within_the_reported_error(case):
+def test_default_steps_are_within_the_reported_error(case, structured):
     problem, x_val, y_val, d = case
-    got = linearised_metrics(problem.apply_fn, problem.params, problem.x, problem.y, x_val, y_val, key=KEY)
+    got = linearised_metrics(problem.apply_fn, problem.params, problem.x, problem.y, x_val, y_val, key=KEY,
+                             structured=structured)
     lam_max = np.linalg.eigvalsh(d.kernel)[-1]
     want = dense_metrics(d, problem.y.shape[0] / lam_max, 100, 1e-3)
     assert got.lanczos_steps < d.residual.size  # stopped early: the indicators are what is being tested
@@ -125,16 +132,23 @@ def test_the_trace_estimate_is_within_its_standard_error():
 def test_without_a_held_out_batch_and_the_pass_count():
     with jax.enable_x64(True):
         problem = make_mlp()
-        got = linearised_metrics(problem.apply_fn, problem.params, problem.x, problem.y, None, None, key=KEY,
-                                 max_matvecs=10, rtol=0.0, block_size=3)
-        held = linearised_metrics(problem.apply_fn, problem.params, problem.x, problem.y, problem.x,
-                                  np.arange(16) % 4, key=KEY, max_matvecs=10, rtol=0.0, block_size=3)
+        run = lambda x_val, y_val, structured: linearised_metrics(
+            problem.apply_fn, problem.params, problem.x, problem.y, x_val, y_val, key=KEY, max_matvecs=10, rtol=0.0,
+            block_size=3, structured=structured)
+        got, held = run(None, None, False), run(problem.x, np.arange(16) % 4, False)
+        factored, factored_held = run(None, None, True), run(problem.x, np.arange(16) % 4, True)
     assert set(got) == {"train_loss", "complexity"}
     assert got.lanczos_steps == 10
     est = got["train_loss"]
     assert est.n_vjp == est.n_jvp == 3 * 11  # 11 calls of 3 rows: the first one holds trace probes only
     assert held["val_loss"].n_jvp == 3 * 11 + 10 and held["val_loss"].n_vjp == 3 * 11  # + one JVP on B per vector
     assert held["train_loss"].value == got["train_loss"].value  # B does not change what A computes
+    assert factored.lanczos_steps == 10  # the same Lanczos run on K formed once: 4 outputs, per batch 4 VJPs
+    assert (factored["train_loss"].n_jvp, factored["train_loss"].n_vjp) == (1, 4)
+    assert (factored_held["val_loss"].n_jvp, factored_held["val_loss"].n_vjp) == (1, 8)
+    for name in got:
+        assert factored[name].value == pytest.approx(got[name].value, rel=1e-9)
+        assert factored_held[name].value == pytest.approx(held[name].value, rel=1e-9)
 
 
 def test_a_zero_residual_gives_zero_losses():
@@ -151,7 +165,7 @@ def test_block_16_reuses_the_estimators_compiled_kernel():
         ntk_metrics(problem.apply_fn, problem.params, problem.x, key=KEY, method="hutch++", max_matvecs=512)
         before = probe_products._cache_size()
         linearised_metrics(problem.apply_fn, problem.params, problem.x, problem.y, None, None, key=KEY,
-                           block_size=16)
+                           block_size=16, structured=False)
         assert probe_products._cache_size() == before
 
 

@@ -39,7 +39,7 @@ def test_function_defaults_equal_the_options_defaults(fn, arguments):
 
 CHANGED = {"method": "exact", "rtol": 0.5, "max_matvecs": 7, "sketch_size": 3, "lanczos_iters": 2,
            "lanczos_rtol": 0.5, "learning_rate": 0.1, "steps": 3, "ridge": 0.5, "lr_fraction": 0.25, "momentum": 0.5,
-           "compile_mode": "optimised"}
+           "compile_mode": "optimised", "structured": False}
 SEARCH_ONLY = {"val_batch_size", "from_training"}  # how a search draws and sets up the inputs, not arguments
 
 

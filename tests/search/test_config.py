@@ -108,7 +108,7 @@ MALFORMED = [
     ({"scoring": {"linearised": {"momentum": 1}}}, "scoring.linearised.momentum", ["must be in [0, 1)"]),
     ({"scoring": {"linearised": {"stepz": 9}}}, "scoring.linearised.stepz",
      ["unknown key", "from_training, learning_rate, lr_fraction, max_matvecs, momentum, ridge, rtol, steps, "
-      "val_batch_size"]),
+      "structured, val_batch_size"]),
     ({"scoring": {"ntk": {"method": "magic"}}}, "scoring.ntk.method",
      ["'magic' is not allowed", "auto, exact, forward, hutch++, hutchinson, reverse"]),
     ({"scoring": {"ntk": {"probes": 3}}}, "scoring.ntk.probes",
