@@ -47,6 +47,7 @@ from ntksearch.ntk import (
     linearise_kernel,
     linearised_metrics,
     ntk_metrics,
+    structured_kernel,
 )
 from ntksearch.ntk.spectra import lambda_max
 from ntksearch.proxies import (
@@ -137,5 +138,6 @@ __all__ = [
     "score",
     "scoring_batch",
     "stable_learning_rate",
+    "structured_kernel",
     "train_model",
 ]

@@ -6,6 +6,7 @@ from ntksearch.ntk.exact import ExactNTKStats, exact_jacobian, exact_ntk, exact_
 from ntksearch.ntk.linearised import LinearisedKernel, LinearisedMetrics, linearise_kernel, linearised_metrics
 from ntksearch.ntk.operator import NTKOperator, jvp_batch, kvp_batch, vjp_batch
 from ntksearch.ntk.options import METHODS, LinearisedOptions, NTKOptions
+from ntksearch.ntk.structured import StructuredKernel, structured_kernel, structured_pays
 
 __all__ = [
     "METHODS",
@@ -18,6 +19,7 @@ __all__ = [
     "NTKOperator",
     "NTKOptions",
     "NonFiniteModelError",
+    "StructuredKernel",
     "exact_jacobian",
     "exact_ntk",
     "exact_ntk_stats",
@@ -26,5 +28,7 @@ __all__ = [
     "linearise_kernel",
     "linearised_metrics",
     "ntk_metrics",
+    "structured_kernel",
+    "structured_pays",
     "vjp_batch",
 ]

@@ -52,15 +52,17 @@ def jitted(fn: Callable[..., Any], *, fast: bool, static_argnames: tuple[str, ..
     return jax.jit(fn, static_argnames=static_argnames, compiler_options=FAST_COMPILE_OPTIONS if fast else None)
 
 
-def compiles_fast(mode: str, forward: ForwardPass) -> bool:
+def compiles_fast(mode: str, forward: ForwardPass, *, runs_once: bool = False) -> bool:
     """Whether ``compile_mode`` ``mode`` compiles a model's programs at level 0: ``"fast"`` yes, ``"optimised"``
     no, ``"auto"`` unless its forward pass ``forward`` (:func:`ntksearch.ntk.forward.trace_forward`; nested calls
     and loop bodies included) has a convolution or does at least :data:`OPTIMISED_FROM_FLOPS` matrix-product
     flops (:data:`OPTIMISED_LOOPS_FROM_FLOPS` when it has a loop; ``forward.product_flops``, on the batch it was
-    traced with, a loop body counted once)."""
+    traced with, a loop body counted once). ``runs_once``: for a program called once per model (the factored
+    kernel of :mod:`ntksearch.ntk.structured`), which never wins back a slower compile: ``"auto"`` then
+    compiles fast unless the model has a convolution."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile_mode {mode!r}; allowed: {', '.join(COMPILE_MODES)}")
     if mode != "auto":
         return mode == "fast"
     limit = OPTIMISED_FROM_FLOPS if _LOOPS.isdisjoint(forward.primitives) else OPTIMISED_LOOPS_FROM_FLOPS
-    return _SLOW_AT_LEVEL_0.isdisjoint(forward.primitives) and forward.product_flops < limit
+    return _SLOW_AT_LEVEL_0.isdisjoint(forward.primitives) and (runs_once or forward.product_flops < limit)

@@ -32,6 +32,15 @@ a block of b rows on A (the Lanczos vector and b − 1 probes; b = 2 by default,
 own compiled program), and the parameter-side JVP kernel on B. Nothing here depends on (η, t, ρ, β): one
 :class:`LinearisedKernel` evaluates any number of settings (:meth:`LinearisedKernel.metrics`).
 
+**K formed once, for dense-layer models** (``structured=True``, the default): when the model's weight matrices
+enter through dense products and the rest of its parameters are few (:func:`ntksearch.ntk.structured.structured_pays`),
+K_AA and K_BA are formed exactly from per-layer factors (:func:`ntksearch.ntk.structured.structured_kernel`: per
+example one forward and C reverse passes, then Gram matrices of layer inputs and output gradients) and every
+product above is a float64 matrix product on the host: the same Lanczos run, the same probes and stopping rule,
+values equal to the AD products' up to float rounding, in one compiled program instead of a product kernel
+called ≈ 50 times. Convolutional and recurrent networks, models coupling their examples (batch statistics: the
+factors' JVP check fails) and runs over several devices keep the AD products.
+
 **λ_max for ``auto``** is the top Ritz value θ_max of T_k (Lanczos finds the extreme eigenvalues first). θ_max ≤
 λ_max always; the Ritz residual ‖K s − θ_max s‖ (reported) bounds the distance to an eigenvalue, and the error
 to λ_max is at most residual²/gap when λ_max is separated from the rest of the spectrum by the gap, which at
@@ -210,7 +219,7 @@ def _products(apply_fn: ApplyFn, params: Params, x_train: Array, x_val: Array | 
     n_outputs = forward.out.shape[1]
     if structured and mesh is None and structured_pays(apply_fn, params, x_train, x_val, n_outputs):
         gram = structured_kernel(apply_fn, params, x_train, x_val,
-                                 fast_compile=compiles_fast(compile_mode, forward))
+                                 fast_compile=compiles_fast(compile_mode, forward, runs_once=True))
         if gram is not None:
             return _GramProducts(gram, n_outputs)
     setup = prepare_kernel(apply_fn, params, x_train, mesh, compile_mode, forward=forward)

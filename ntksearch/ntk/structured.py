@@ -16,10 +16,11 @@ exactly (up to float rounding): K = J_rest J_restᵀ + Σ_W K_W.
 
 **Cost.** Per example: one forward pass and C reverse passes (one per output, vmapped over examples and
 outputs, as :func:`ntksearch.ntk.jacobian.per_example_jacobian`), which give every a_i, g_io and J_rest,io;
-then per layer an n × n and an nC × nC Gram matrix (2·(nC)²·d_out flops) and 2·(nC)²·p_rest for the rest.
-The dense per-example Jacobian would instead cost 2·(nC)²·p for K; Lanczos on the products costs two passes
-over the batch per step. For an MLP on a batch of 32 with 10 classes that is ≈ 20 passes for all of K against
-≈ 100–200 for a default-score Lanczos run.
+all in one compiled program that runs once; then, on the host in float64, per layer an n × n and an nC × nC
+Gram matrix (2·(nC)²·d_out flops) and 2·(nC)²·p_rest for the rest. The dense per-example Jacobian would
+instead cost 2·(nC)²·p for K; Lanczos on the products costs two passes over the batch per step. For an MLP on
+a batch of 32 with 10 classes that is ≈ 20 passes for all of K against ≈ 100–200 for a default-score Lanczos
+run, and one program to compile instead of a product kernel.
 
 **Which models.** The dense uses are found on the jaxpr of the forward pass on one example (nested ``jit``
 calls inlined): a parameter leaf whose only use, through dtype conversions and reshapes, is the right
@@ -27,11 +28,11 @@ operand of a ``dot_general`` contracting the last axis of a (1, d_in) input with
 matrix. Products inside loops (``scan``: recurrent weights), convolutions and attention keep their Jacobian
 rows, so :func:`structured_pays` accepts a model only when something is factored and the rest is small
 (n·p_rest ≤ :data:`REST_MAX_ENTRIES`). The per-example decomposition assumes examples do not interact (no
-batch statistics); :func:`structured_kernel` checks it at the point, and the factors
-with it: the whole-batch output and the whole-batch JVP in a fixed Gaussian direction w must agree to √ε
-(ε the dtype's machine epsilon) with the per-example outputs and with J w assembled from the factors
-(a_iᵀ W_w g_io per dense use plus J_rest,io·w_rest). A coupled model (batch statistics) fails almost surely and
-gets None.
+batch statistics); :func:`structured_kernel` checks it at the point: the whole-batch outputs must agree with
+the per-example outputs to √ε relative (ε the dtype's machine epsilon), else it returns None. Batch statistics
+fail it (a batch of one normalises to a constant). A model whose examples interact without changing its
+outputs (only its derivatives) would pass: no family here does; a whole-batch JVP check would catch it and was
+measured at +0.2–0.45 s of compilation per candidate (25–30% of the program), so it is not made.
 """
 
 from __future__ import annotations
@@ -69,10 +70,10 @@ class StructuredKernel(NamedTuple):
       k_ba: (mC, nC) K_BA = J_B J_Aᵀ, or None without B. out_b: (mC,) vec f(θ, B), or None.
     """
 
-    k_aa: Array
-    out_a: Array
-    k_ba: Array | None
-    out_b: Array | None
+    k_aa: np.ndarray
+    out_a: np.ndarray
+    k_ba: np.ndarray | None
+    out_b: np.ndarray | None
 
 
 def _evaluate(jaxpr: Jaxpr, consts: Sequence[Any], args: Sequence[Any], hook: Hook | None = None) -> list[Any]:
@@ -208,22 +209,17 @@ def _factors(apply_fn: ApplyFn, params: Params, x: Array) -> _Factors:
     return _Factors(*jax.vmap(per_example)(x))
 
 
-def _cross(left: _Factors, right: _Factors) -> Array:
-    """(n₁C, n₂C) J₁ J₂ᵀ from the factors of two batches."""
-    kernel = jnp.einsum("iap,jbp->iajb", left.rest, right.rest)
+def _cross(left: _Factors, right: _Factors) -> np.ndarray:
+    """(n₁C, n₂C) J₁ J₂ᵀ from the factors of two batches, in float64 on the host: per dense use the Gram
+    matrices of the layer inputs (n₁ × n₂, repeated over outputs) and of the output gradients (n₁C × n₂C),
+    multiplied entrywise, plus J_rest,₁ J_rest,₂ᵀ."""
+    rows = lambda m: np.asarray(m, np.float64).reshape(m.shape[0] * m.shape[1], -1)
+    c = left.out.shape[1]
+    kernel = rows(left.rest) @ rows(right.rest).T
     for a1, a2, g1, g2 in zip(left.inputs, right.inputs, left.grads, right.grads, strict=True):
-        kernel = kernel + (a1 @ a2.T)[:, None, :, None] * jnp.einsum("iak,jbk->iajb", g1, g2)
-    n1, c, n2, _ = kernel.shape
-    return kernel.reshape(n1 * c, n2 * c)
-
-
-def _factor_jvp(factors: _Factors, dense: Sequence[Array], rest: Array) -> Array:
-    """(n, C) J w from the factors, for a direction w given as the dense uses' matrices (d_in, d_out) and the
-    other parameters' flattened entries (p_rest,): (J w)_io = a_iᵀ W_dir g_io summed over uses + J_rest,io·w_rest."""
-    jw = jnp.einsum("icp,p->ic", factors.rest, rest)
-    for a, g, w in zip(factors.inputs, factors.grads, dense, strict=True):
-        jw = jw + jnp.einsum("ie,ice->ic", a @ w, g)
-    return jw
+        inputs = np.asarray(a1, np.float64) @ np.asarray(a2, np.float64).T
+        kernel += np.repeat(np.repeat(inputs, c, axis=0), c, axis=1) * (rows(g1) @ rows(g2).T)
+    return kernel
 
 
 def _gap(ref: Array, other: Array) -> Array:
@@ -232,23 +228,13 @@ def _gap(ref: Array, other: Array) -> Array:
     return jnp.where(scale > 0, diff / jnp.where(scale > 0, scale, 1.0), jnp.where(diff > 0, jnp.inf, 0.0))
 
 
-def _structured(apply_fn: ApplyFn, params: Params, x_a: Array, x_b: Array | None, direction: Params
-                ) -> tuple[Array, Array, Array | None, Array | None, Array]:
-    """(K_AA, vec f(A), K_BA or None, vec f(B) or None, check gaps (2,)); pure, jit-compiled. The gaps compare
-    the whole-batch output and JVP in ``direction`` with the per-example output and the factors' J w."""
-    analysis = _analysis(apply_fn, params, x_a)
+def _structured(apply_fn: ApplyFn, params: Params, x_a: Array, x_b: Array | None
+                ) -> tuple[_Factors, _Factors | None, Array]:
+    """(factors of A, factors of B or None, the gap between the whole-batch and the per-example outputs on A);
+    pure, jit-compiled."""
     a = _factors(apply_fn, params, x_a)
-    batch_out, batch_jvp = jax.jvp(lambda p: apply_fn(p, x_a), (params,), (direction,))
-    leaves = jax.tree_util.tree_leaves(direction)
-    dense = [leaves[i].reshape(eqn.invars[1].aval.shape) for i, eqn in analysis.dense.items()]
-    rest = jnp.concatenate([jnp.ravel(leaf) for i, leaf in enumerate(leaves) if i not in analysis.dense]
-                           or [jnp.zeros(0, a.out.dtype)])
-    gaps = jnp.stack([_gap(batch_out.reshape(a.out.shape), a.out),
-                      _gap(batch_jvp.reshape(a.out.shape), _factor_jvp(a, dense, rest))])
-    if x_b is None:
-        return _cross(a, a), a.out.reshape(-1), None, None, gaps
-    b = _factors(apply_fn, params, x_b)
-    return _cross(a, a), a.out.reshape(-1), _cross(b, a), b.out.reshape(-1), gaps
+    gap = _gap(apply_fn(params, x_a).reshape(a.out.shape), a.out)
+    return a, None if x_b is None else _factors(apply_fn, params, x_b), gap
 
 
 def structured_kernel(apply_fn: ApplyFn, params: Params, x_a: Array, x_b: Array | None = None, *,
@@ -256,13 +242,9 @@ def structured_kernel(apply_fn: ApplyFn, params: Params, x_a: Array, x_b: Array 
     """K_AA (and K_BA) from per-layer factors (module docstring), or None when the model's examples interact
     at this point (the check: module docstring). Call :func:`structured_pays` first: this assumes it holds.
     ``apply_fn(params, x)`` must return (N, C) outputs for N examples. ``fast_compile``: XLA level 0."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    rng = np.random.default_rng(0)
-    direction = jax.tree_util.tree_unflatten(
-        treedef, [jnp.asarray(rng.standard_normal(jnp.shape(leaf)), jnp.result_type(leaf)) for leaf in leaves])
     run = jitted(_structured, fast=fast_compile, static_argnames=("apply_fn",))
-    k_aa, out_a, k_ba, out_b, gaps = run(apply_fn, params, x_a, x_b, direction)
-    tol = float(np.sqrt(np.finfo(np.dtype(k_aa.dtype)).eps))
-    if not bool(np.all(np.asarray(gaps) <= tol)):
+    a, b, gap = run(apply_fn, params, x_a, x_b)
+    if not float(gap) <= float(np.sqrt(np.finfo(np.dtype(a.out.dtype)).eps)):
         return None
-    return StructuredKernel(k_aa, out_a, k_ba, out_b)
+    out = lambda f: np.asarray(f.out, np.float64).reshape(-1)
+    return StructuredKernel(_cross(a, a), out(a), None if b is None else _cross(b, a), None if b is None else out(b))

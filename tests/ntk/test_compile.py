@@ -43,6 +43,7 @@ def test_auto_compiles_fast_unless_the_model_convolves():
     conv = lambda h, k: jax.lax.conv_general_dilated(h, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     conv_in_a_loop = lambda k, x: jax.lax.fori_loop(0, 2, lambda i, h: conv(h, k), x)  # found in the loop body
     assert compiles_fast("auto", trace_forward(conv_in_a_loop, jnp.ones((3, 3, 1, 1)), cnn.x)) is False
+    assert compiles_fast("auto", trace_forward(cnn.apply_fn, cnn.params, cnn.x), runs_once=True) is False
     with pytest.raises(ValueError, match="allowed: auto, fast, optimised"):
         compiles_fast("quick", trace_forward(cnn.apply_fn, cnn.params, cnn.x))
 
@@ -58,6 +59,8 @@ def test_auto_compiles_large_forward_passes_at_the_default_level(make, limit):
         assert (forward.product_flops < limit) is fast
         assert compiles_fast("auto", forward) is fast
         assert compiles_fast("fast", forward) is True
+        assert compiles_fast("auto", forward, runs_once=True) is True  # one call never repays a slower compile
+        assert compiles_fast("optimised", forward, runs_once=True) is False
 
 
 def test_fast_and_optimised_programs_give_the_same_estimates(problem: Problem):
