@@ -130,19 +130,12 @@ def child(args: argparse.Namespace) -> None:
 
 
 def bucket_grid(space: SearchSpace, name: str) -> BucketGrid:
-    """The shape grid ``name``: ``per_layer`` (the default :data:`~ntksearch.models.buckets.DEFAULT_GRID`) or
-    ``uniform`` (see the module doc; menus of the space's categorical activation and norm choices)."""
-    from ntksearch.models.buckets import DEFAULT_GRID, BucketGrid
-    from ntksearch.spaces.distributions import Categorical, IntRange
+    """The shape grid ``name``: ``per_layer`` (:data:`~ntksearch.models.buckets.DEFAULT_GRID`) or ``uniform``
+    (:func:`ntksearch.search.bucketed.uniform_grid`)."""
+    from ntksearch.models.buckets import DEFAULT_GRID
+    from ntksearch.search.bucketed import uniform_grid
 
-    if name == "per_layer":
-        return DEFAULT_GRID
-    specs = {spec.name: spec.dist for spec in space.specs}
-    menus = tuple((n, specs[n].choices) for n in ("activation", "norm") if isinstance(specs.get(n), Categorical))
-    deepest = max((d.high for n, d in specs.items() if n in ("depth", "layers") and isinstance(d, IntRange)),
-                  default=DEFAULT_GRID.depths[-1])
-    depths = (*(d for d in DEFAULT_GRID.depths if d < deepest), deepest)
-    return BucketGrid(depths=depths, uniform=True, menus=menus)
+    return DEFAULT_GRID if name == "per_layer" else uniform_grid(space)
 
 
 def run_config(space: str, config: str, candidates: int, workdir: Path, sampler: str = "random", seed: int = 0) -> dict:

@@ -47,7 +47,7 @@ import optuna
 
 from ntksearch.data import Dataset, scoring_batch
 from ntksearch.models import BuildError, BuiltModel, nb201_arch_string
-from ntksearch.models.buckets import DEFAULT_GRID, BucketGrid
+from ntksearch.models.buckets import BucketGrid
 from ntksearch.ntk import NonFiniteModelError
 from ntksearch.proxies import (
     PROXIES,
@@ -60,7 +60,7 @@ from ntksearch.proxies import (
 )
 from ntksearch.proxies.linearised import options_for_training
 from ntksearch.search import attrs
-from ntksearch.search.bucketed import plan_scoring
+from ntksearch.search.bucketed import plan_scoring, search_grid
 from ntksearch.search.targets import Objective, as_objective
 from ntksearch.spaces import Point, SearchSpace
 from ntksearch.validation import ConfigError
@@ -170,8 +170,9 @@ class ProxyObjective:
       buckets: the shape grid candidates are padded to (:mod:`ntksearch.models.buckets`), so that candidates
         of one bucket share compiled programs; the proxies that are exact on a padded program run there, the
         others on the candidate itself (:mod:`ntksearch.search.bucketed`). A bucket's first candidate is scored
-        on its own, later ones in the bucket's program. None: every candidate on its own. Scores agree with
-        and without buckets up to float rounding.
+        on its own, later ones in the bucket's program. ``"auto"`` (default): the grid
+        :func:`~ntksearch.search.bucketed.search_grid` picks for the space and the proxies computed; None:
+        every candidate on its own. Scores agree with and without buckets up to float rounding.
 
     Attributes:
       directions: Optuna directions, for ``optuna.create_study(directions=...)``.
@@ -193,13 +194,12 @@ class ProxyObjective:
                  proxies: Iterable[str] | None = (), objective: Any = None, seed: int = 0,
                  ntk: NTKOptions | None = None, linearised: LinearisedOptions | None = None,
                  train_size: int | None = None, epochs: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_cached_architectures: int | None = None, buckets: BucketGrid | None = DEFAULT_GRID):
+                 max_cached_architectures: int | None = None, buckets: BucketGrid | str | None = "auto"):
         if max_cached_architectures is not None:
             warnings.warn("ProxyObjective(max_cached_architectures=...) is ignored: the objective no longer clears "
                           "JAX's caches; pass ntksearch.search.ClearCompiledPrograms(objective, max_programs) to "
                           "study.optimize(callbacks=[...])", DeprecationWarning, stacklevel=2)
         self.space = space
-        self.buckets = buckets
         self._buckets_met: set[Any] = set()
         self._buckets_lock = threading.Lock()
         self._thread = threading.local()
@@ -227,6 +227,11 @@ class ProxyObjective:
         if held_out:
             raise ValueError(f"proxies {', '.join(held_out)} need a held-out batch: pass a Dataset with a "
                              "non-empty validation split")
+        if isinstance(buckets, str) and buckets != "auto":
+            raise ValueError(f"buckets must be a BucketGrid, None or 'auto', got {buckets!r}")
+        computed = list(PROXIES) if self.record is None else [*self.objective.proxies, *self.record]
+        self.buckets = (search_grid(space, computed, structured=self.linearised.structured) if buckets == "auto"
+                        else buckets)
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable (for :func:`~ntksearch.search.pipeline.optimize_ahead`'s worker processes): the lock and the
