@@ -78,9 +78,11 @@ def plan_scoring(names: list[str], inputs: ProxyInputs, built: BuiltModel, grid:
     the candidate has a bucket (``grid`` not None, :func:`~ntksearch.models.padded.bucket_candidate`) and
     p ≥ n, then (names, ``inputs``) for the rest. Empty calls are left out.
 
-    ``met``: the buckets (padded programs) met so far, updated here. With it, a bucket's first candidate is
-    scored on its own and only later ones in the bucket: a padded program compiles in about 1.4× the time of
-    a stand-alone candidate's, so a bucket that never repeats costs what it did without buckets.
+    ``met``: the buckets (padded programs) met so far, updated here. With it, on the per-layer grid a
+    bucket's first candidate is scored on its own and only later ones in the bucket: a padded program compiles
+    in about 1.4× the time of a stand-alone candidate's, so a bucket that never repeats costs what it did
+    without buckets. On a ``uniform`` grid, whose few buckets repeat, every candidate runs in its bucket (TPE mlp
+    search, 60 candidates, seed 0: 58.9 → 66.7 candidates/min).
     """
     padded_names = [n for n in names if PROXIES[n].group in PADDED_GROUPS]
     state_size = math.prod(inputs.y.shape)
@@ -89,7 +91,8 @@ def plan_scoring(names: list[str], inputs: ProxyInputs, built: BuiltModel, grid:
         bucketed = bucket_candidate(built, grid)
     if met is not None and bucketed is not None and bucketed.apply_fn not in met:
         met.add(bucketed.apply_fn)
-        bucketed = None
+        if not grid.uniform:
+            bucketed = None
     if bucketed is None:
         return [(list(names), inputs)]
     padded = dataclasses.replace(inputs, apply_fn=bucketed.apply_fn, params=bucketed.params,

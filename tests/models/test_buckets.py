@@ -147,7 +147,7 @@ def test_fewer_parameters_than_ntk_state_entries_are_scored_on_their_own() -> No
     assert plan_scoring(["ntk_trace"], inputs, built, None) == [(["ntk_trace"], inputs)]
 
 
-def test_a_bucket_is_used_from_its_second_candidate_on() -> None:
+def test_a_per_layer_bucket_is_used_from_its_second_candidate_on() -> None:
     first, second = (_build("mlp", CASES["mlp"][0], seed=s) for s in (0, 1))
     x, y = jnp.ones((4, *SHAPE)), jax.nn.one_hot(jnp.arange(4) % N_CLASSES, N_CLASSES)
     met: set = set()
@@ -155,6 +155,11 @@ def test_a_bucket_is_used_from_its_second_candidate_on() -> None:
                           met=met) for m in (first, second, first)]
     assert [isinstance(plan[0][1].apply_fn, PaddedProgram) for plan in plans] == [False, True, True]
     assert met == {bucket_candidate(first, PER_LAYER).apply_fn}
+    met = set()  # the few buckets of a uniform grid repeat: the first candidate runs in its bucket already
+    plans = [plan_scoring(["ntk_trace"], ProxyInputs.from_model(m, x, y, key=jax.random.key(0)), m, UNIFORM,
+                          met=met) for m in (first, second)]
+    assert [isinstance(plan[0][1].apply_fn, PaddedProgram) for plan in plans] == [True, True]
+    assert met == {bucket_candidate(first, UNIFORM).apply_fn}
 
 
 def test_grid_rounds_up() -> None:

@@ -14,6 +14,7 @@ from ntksearch.models.buckets import DEFAULT_GRID
 from ntksearch.proxies import DEFAULT_SCORE
 from ntksearch.report.leaderboard import leaderboard_frame
 from ntksearch.search import ProxyObjective
+from ntksearch.search.bucketed import search_grid, uniform_grid
 from ntksearch.spaces import load_space
 from tests.search.helpers import write_space
 
@@ -31,9 +32,8 @@ SPACE = {
 }
 
 
-def _search(space, digits, buckets) -> tuple[pd.DataFrame, int]:
-    objective = ProxyObjective(space, digits, proxies=["grad_norm", "zico"], seed=0, batch_size=16,
-                               buckets=buckets)
+def _search(space, digits, buckets, proxies=("grad_norm", "zico")) -> tuple[pd.DataFrame, int]:
+    objective = ProxyObjective(space, digits, proxies=list(proxies), seed=0, batch_size=16, buckets=buckets)
     study = optuna.create_study(directions=objective.directions,
                                 sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=3))
     study.optimize(objective, n_trials=7)
@@ -45,15 +45,38 @@ def digits():
     return load_dataset("digits")
 
 
-def test_leaderboards_agree_with_and_without_buckets(tmp_path: Path, digits) -> None:
+@pytest.mark.parametrize("grid", ["per_layer", "uniform"])
+def test_leaderboards_agree_with_and_without_buckets(tmp_path: Path, digits, grid: str) -> None:
+    """Per-layer grid with proxies run in and out of the padded program; the few-buckets grid (depth 1 padded to
+    2 with a bypassed layer, the norm a run-time menu) with the default score only, its kernel factored."""
     space = load_space(write_space(tmp_path, SPACE))
-    (with_buckets, in_buckets), (without, none) = _search(space, digits, DEFAULT_GRID), _search(space, digits, None)
+    proxies = ("grad_norm", "zico") if grid == "per_layer" else ()
+    buckets = DEFAULT_GRID if grid == "per_layer" else uniform_grid(space)
+    (with_buckets, in_buckets), (without, none) = (_search(space, digits, buckets, proxies),
+                                                   _search(space, digits, None, proxies))
     assert in_buckets >= 3 and none == 0  # later candidates of a bucket run in its padded program
     columns = [c for c in with_buckets.columns if not c.startswith("seconds") and c != "duration_s"]
     numbers = [c for c in columns if pd.api.types.is_float_dtype(with_buckets[c])]
     others = [c for c in columns if c not in numbers]
-    assert {"rank", "arch", "trial", "zico", "grad_norm", *DEFAULT_SCORE.proxies} <= set(columns)
+    assert {"rank", "arch", "trial", *proxies, *DEFAULT_SCORE.proxies} <= set(columns)
     pd.testing.assert_frame_equal(with_buckets[others], without[others])
     np.testing.assert_allclose(with_buckets[numbers].to_numpy(float), without[numbers].to_numpy(float),
                                rtol=1e-4, atol=1e-6)
 
+
+
+def test_the_default_grid_depends_on_the_space_and_the_proxies(tmp_path: Path, digits) -> None:
+    mlp = load_space(write_space(tmp_path, SPACE))
+    uniform = search_grid(mlp, list(DEFAULT_SCORE.proxies), structured=True)
+    assert uniform.uniform and uniform.depths == (2,)  # capped at the space's deepest
+    assert dict(uniform.menus) == {"norm": ("none", "layer")}  # the activation is fixed: no menu
+    assert search_grid(mlp, list(DEFAULT_SCORE.proxies), structured=False) == DEFAULT_GRID  # AD products
+    assert search_grid(mlp, [*DEFAULT_SCORE.proxies, "ntk_trace"], structured=True) == DEFAULT_GRID
+    assert search_grid(mlp, [*DEFAULT_SCORE.proxies, "zico"], structured=True) == uniform  # zico: stand-alone
+    rnn = load_space(write_space(tmp_path, {"family": "rnn", "hyperparameters": {"hidden": 8},
+                                            "train": SPACE["train"]}, "rnn.yaml"))
+    assert search_grid(rnn, list(DEFAULT_SCORE.proxies), structured=True) == DEFAULT_GRID
+    assert ProxyObjective(mlp, digits, proxies=[], batch_size=16).buckets == uniform
+    assert ProxyObjective(mlp, digits, proxies=None, batch_size=16).buckets == DEFAULT_GRID  # every proxy
+    with pytest.raises(ValueError, match="buckets must be a BucketGrid, None or 'auto'"):
+        ProxyObjective(mlp, digits, proxies=[], batch_size=16, buckets="uniform")
