@@ -169,8 +169,8 @@ class ProxyObjective:
         :func:`~ntksearch.search.run_search` does.
       buckets: the shape grid candidates are padded to (:mod:`ntksearch.models.buckets`), so that candidates
         of one bucket share compiled programs; the proxies that are exact on a padded program run there, the
-        others on the candidate itself (:mod:`ntksearch.search.bucketed`). A bucket's first candidate is scored
-        on its own, later ones in the bucket's program. ``"auto"`` (default): the grid
+        others on the candidate itself (:mod:`ntksearch.search.bucketed`). On the per-layer grid a bucket's first
+        candidate is scored on its own, later ones in the bucket's program. ``"auto"`` (default): the grid
         :func:`~ntksearch.search.bucketed.search_grid` picks for the space and the proxies computed; None:
         every candidate on its own. Scores agree with and without buckets up to float rounding.
 
