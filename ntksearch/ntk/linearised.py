@@ -293,9 +293,9 @@ class _GramProducts:
         return products, self.out_b.reshape(len(labels), -1), labels
 
     def passes(self, calls: int, rows: int, k: int) -> tuple[int, int]:
-        """(JVPs, VJPs): the check's whole-batch JVP; C per-example reverse passes over A (and B)."""
+        """(JVPs, VJPs): none; C per-example reverse passes over A (and B)."""
         del calls, rows, k
-        return 1, self.n_outputs * (1 if self.k_ba is None else 2)
+        return 0, self.n_outputs * (1 if self.k_ba is None else 2)
 
 
 class _HeldOut:

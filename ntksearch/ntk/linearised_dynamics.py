@@ -77,7 +77,7 @@ class LinearisedKernel:
       trace, trace_stderr: tr K_AA and its standard error (0 once the basis spans R^{NC}).
       lambda_max, lambda_max_residual: θ_max and ‖K_AA s − θ_max s‖.
       n_jvp, n_vjp: AD passes spent: b rows per call on A and one JVP on B per Lanczos vector, or, with K formed
-        from per-layer factors, C per-example reverse passes per batch and one checking JVP.
+        from per-layer factors, no JVP and C per-example reverse passes per batch.
       rtol: relative tolerance deciding ``converged``.
     """
 

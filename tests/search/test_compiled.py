@@ -9,6 +9,7 @@ import pytest
 
 import ntksearch.search.study as study_module
 from ntksearch.data import load_dataset
+from ntksearch.models.buckets import DEFAULT_GRID
 from ntksearch.search import ClearCompiledPrograms, ProxyObjective, load_experiment, run_search
 from ntksearch.spaces import load_space
 from tests.search.helpers import write_experiment, write_space
@@ -48,10 +49,15 @@ def test_caches_are_cleared_beyond_the_program_cap(widths_space, digits, clears)
     _run(objective, widths_space, callback)
     # 8 and 12 fit under the cap (repeats are free); 16 is a third program: drop all, then 8 again fits
     assert len(clears) == callback.clears == 1 and callback.programs == set(objective.last_programs)
-    # in buckets the same candidates need two programs: width 8 on its own, then the width-16 bucket's
-    bucketed = ProxyObjective(widths_space, digits, proxies=[], batch_size=BATCH)
+    # in per-layer buckets the same candidates need two programs: width 8 on its own, then the width-16 bucket's
+    bucketed = ProxyObjective(widths_space, digits, proxies=[], batch_size=BATCH, buckets=DEFAULT_GRID)
     _run(bucketed, widths_space, ClearCompiledPrograms(bucketed, max_programs=2))
     assert len(clears) == 1 and bucketed.bucketed_candidates == 5
+    # this search's default grid (few buckets: the default score's kernel is factored) needs one program
+    uniform = ProxyObjective(widths_space, digits, proxies=[], batch_size=BATCH)
+    assert uniform.buckets.uniform
+    _run(uniform, widths_space, ClearCompiledPrograms(uniform, max_programs=2))
+    assert len(clears) == 1 and uniform.bucketed_candidates == len(WIDTHS)
 
 
 def test_the_objective_alone_never_clears_the_process_caches(widths_space, digits, clears) -> None:
