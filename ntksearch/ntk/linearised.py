@@ -39,7 +39,7 @@ example one forward and C reverse passes, then Gram matrices of layer inputs and
 product above is a float64 matrix product on the host: the same Lanczos run, the same probes and stopping rule,
 values equal to the AD products' up to float rounding, in one compiled program instead of a product kernel
 called ≈ 50 times. Convolutional and recurrent networks, models coupling their examples (batch statistics: the
-factors' JVP check fails) and runs over several devices keep the AD products.
+batch and per-example outputs differ) and runs over several devices keep the AD products.
 
 **λ_max for ``auto``** is the top Ritz value θ_max of T_k (Lanczos finds the extreme eigenvalues first). θ_max ≤
 λ_max always; the Ritz residual ‖K s − θ_max s‖ (reported) bounds the distance to an eigenvalue, and the error
