@@ -236,8 +236,7 @@ def quickstart(trials: int, runs: list[tuple[str, int]], out: Path, compile_mode
         print(f"{kind} {count}: {len(done)} trials, command {wall:.1f} s, search {span:.1f} s", flush=True)
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; `ntksearch run experiments/quickstart.yaml "
              f"--no-confirm --n-trials {trials}`, compile_mode {compile_mode}, structured {str(structured).lower()}, "
-             "empty compilation cache, one run per "
-             "row.", "",
+             "empty compilation cache, one run per row.", "",
              "| scored in | trials (complete) | command wall s | candidates / min (command) | search s "
              "| candidates / min (search) | × vs 1 thread | median parameters |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:

@@ -36,7 +36,8 @@ from ntksearch.ntk.conv_grads import with_patch_conv_grads
 from ntksearch.ntk.forward import ForwardPass
 from ntksearch.ntk.operator import ApplyFn, Array, Params, flat_model
 
-__all__ = ["DENSE_MAX_ENTRIES", "dense_jacobian", "dense_jacobian_pays", "per_example_jacobian"]
+__all__ = ["DENSE_MAX_ENTRIES", "dense_jacobian", "dense_jacobian_pays", "independent", "per_example_jacobian",
+           "relative_gap"]
 
 DENSE_MAX_ENTRIES = 1 << 25  # n·p: 128 MiB of float32
 
@@ -73,12 +74,20 @@ def _batch_mismatch(apply_fn: ApplyFn, params: Params, x: Array, z: Array, jac: 
     f, theta = flat_model(apply_fn, params, x)
     z_batch, jw_batch = jax.jvp(f, (theta,), (w.astype(theta.dtype),))
 
-    def rel(ref: Array, other: Array) -> Array:
-        scale = jnp.linalg.norm(ref)
-        diff = jnp.linalg.norm(ref - other)
-        return jnp.where(scale > 0, diff / jnp.where(scale > 0, scale, 1.0), jnp.where(diff > 0, jnp.inf, 0.0))
+    return jnp.stack([relative_gap(z_batch, z), relative_gap(jw_batch, jac @ w.astype(jac.dtype))])
 
-    return jnp.stack([rel(z_batch, z), rel(jw_batch, jac @ w.astype(jac.dtype))])
+
+def relative_gap(ref: Array, other: Array) -> Array:
+    """‖ref − other‖/‖ref‖ (0 when both are 0, inf when only ref is): how far a per-example computation is from
+    the whole-batch one it should equal."""
+    scale, diff = jnp.linalg.norm(ref), jnp.linalg.norm(ref - other)
+    return jnp.where(scale > 0, diff / jnp.where(scale > 0, scale, 1.0), jnp.where(diff > 0, jnp.inf, 0.0))
+
+
+def independent(gaps: Array, dtype: np.dtype) -> bool:
+    """Whether every :func:`relative_gap` in ``gaps`` is at most √ε of ``dtype`` (NaN gaps fail): the examples
+    did not interact at the point."""
+    return bool(np.all(np.asarray(gaps) <= float(np.sqrt(np.finfo(dtype).eps))))
 
 
 per_example_jacobian = jitted(_per_example_jacobian, fast=False, static_argnames=("apply_fn",))
@@ -97,7 +106,6 @@ def dense_jacobian(apply_fn: ApplyFn, params: Params, x: Array, *, fast_compile:
     except (TypeError, ValueError):  # shape errors from tracing the model on a batch of one
         return None
     w = np.random.default_rng(0).standard_normal(jac.shape[1])
-    tol = float(np.sqrt(np.finfo(jac.dtype).eps))
-    mismatch = np.asarray(jitted(_batch_mismatch, fast=fast_compile, static_argnames=("apply_fn",))(
-        apply_fn, params, x, z, jac, jnp.asarray(w)))
-    return (z, jac) if bool(np.all(mismatch <= tol)) else None
+    mismatch = jitted(_batch_mismatch, fast=fast_compile, static_argnames=("apply_fn",))(
+        apply_fn, params, x, z, jac, jnp.asarray(w))
+    return (z, jac) if independent(mismatch, jac.dtype) else None

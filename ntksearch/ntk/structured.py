@@ -48,6 +48,7 @@ import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Var
 
 from ntksearch.ntk.compile import jitted
+from ntksearch.ntk.jacobian import independent, relative_gap
 from ntksearch.ntk.operator import ApplyFn, Array, Params
 
 __all__ = ["KERNEL_MAX_ENTRIES", "REST_MAX_ENTRIES", "StructuredKernel", "dense_uses", "structured_kernel",
@@ -222,18 +223,12 @@ def _cross(left: _Factors, right: _Factors) -> np.ndarray:
     return kernel
 
 
-def _gap(ref: Array, other: Array) -> Array:
-    """‖ref − other‖/‖ref‖ (0 when both are 0, inf when only ref is)."""
-    scale, diff = jnp.linalg.norm(ref), jnp.linalg.norm(ref - other)
-    return jnp.where(scale > 0, diff / jnp.where(scale > 0, scale, 1.0), jnp.where(diff > 0, jnp.inf, 0.0))
-
-
 def _structured(apply_fn: ApplyFn, params: Params, x_a: Array, x_b: Array | None
                 ) -> tuple[_Factors, _Factors | None, Array]:
     """(factors of A, factors of B or None, the gap between the whole-batch and the per-example outputs on A);
     pure, jit-compiled."""
     a = _factors(apply_fn, params, x_a)
-    gap = _gap(apply_fn(params, x_a).reshape(a.out.shape), a.out)
+    gap = relative_gap(apply_fn(params, x_a).reshape(a.out.shape), a.out)
     return a, None if x_b is None else _factors(apply_fn, params, x_b), gap
 
 
@@ -244,7 +239,7 @@ def structured_kernel(apply_fn: ApplyFn, params: Params, x_a: Array, x_b: Array 
     ``apply_fn(params, x)`` must return (N, C) outputs for N examples. ``fast_compile``: XLA level 0."""
     run = jitted(_structured, fast=fast_compile, static_argnames=("apply_fn",))
     a, b, gap = run(apply_fn, params, x_a, x_b)
-    if not float(gap) <= float(np.sqrt(np.finfo(np.dtype(a.out.dtype)).eps)):
+    if not independent(gap, np.dtype(a.out.dtype)):
         return None
     out = lambda f: np.asarray(f.out, np.float64).reshape(-1)
     return StructuredKernel(_cross(a, a), out(a), None if b is None else _cross(b, a), None if b is None else out(b))
