@@ -8,8 +8,11 @@ w_0…w_{d−1} runs, for i < d,
     pre = h W_l + b_l  →  norm (runtime code in the grid's menu: none | layer over the w_l real units | batch)  →  act
     h ← (act(pre) + skip(h)) ⊙ m_l,    m_l = [1]·w_l ++ [0]·(W_l − w_l),
 
-skip being none, the identity (input zero-padded to W_l: the real widths match) or the projection h P_l;
-slots i ≥ d exist only in uniform buckets and are bypassed (h unchanged, selected by ``jnp.where``). The head
+skip being none, the identity (input zero-padded to W_l: the real widths match) or the projection h P_l, fixed
+per slot, or (``residual`` in the grid's menus) chosen at run time: every slot then has a projection kernel
+and adds s_l·pad(h) + t_l·(h P_l) with runtime 0/1 codes, so P_l's Jacobian columns are exactly zero unless the
+candidate projects there; slots i ≥ d exist only in uniform buckets and are bypassed (h unchanged, selected by
+``jnp.where``). The head
 reads W_{L−1} units (rows ≥ w_{d−1} zero). Eval mode: dropout is the identity, as in the stand-alone
 ``apply_fn``. ``group`` normalisation has no padded form (such candidates are scored on their own).
 """
@@ -42,6 +45,7 @@ __all__ = ["PaddedMLP", "pad_mlp"]
 Array = jax.Array
 
 _PADDABLE_NORMS = ("none", "layer", "batch")
+_SKIP_CODES = {"none": 0, "identity": 1, "projection": 2}
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class PaddedMLP(PaddedProgram):
     n_inputs: int
     n_classes: int
     widths: tuple[int, ...]  # W_l of every slot
-    skips: tuple[str, ...]  # none | identity | projection, per slot
+    skips: tuple[str, ...]  # none | identity | projection | runtime (runtime code: 0 none, 1 identity, 2 proj.)
     optional_from: int  # slots from this one on may be bypassed (uniform buckets: 1; else none may)
     activations: tuple[str, ...]  # the activation menu (runtime code: index)
     norms: tuple[str, ...]  # the normalisation menu (runtime code: index)
@@ -79,6 +83,11 @@ class PaddedMLP(PaddedProgram):
             out = out + jnp.pad(h, ((0, 0), (0, self.widths[i] - h.shape[1])))
         elif self.skips[i] == "projection":
             out = out + h @ params["skips"][i]["kernel"]
+        elif self.skips[i] == "runtime":
+            code = data["skip"][i]
+            out = out + (h @ params["skips"][i]["kernel"]) * (code == 2)
+            if h.shape[1] <= self.widths[i]:  # a wider input cannot be a real identity skip
+                out = out + jnp.pad(h, ((0, 0), (0, self.widths[i] - h.shape[1]))) * (code == 1)
         return out * mask
 
 
@@ -92,8 +101,10 @@ def pad_mlp(built: BuiltModel, grid: BucketGrid) -> Bucketed | None:
              else [grid.width(w) for w in widths])
     ins = [n_in, *slots[:-1]]
     real_ins = [n_in, *widths[:-1]]
-    skips = tuple("none" if not arch["residual"] or i >= depth
-                  else "identity" if real_ins[i] == widths[i] else "projection" for i in range(len(slots)))
+    kinds = ["none" if not arch["residual"] or i >= depth
+             else "identity" if real_ins[i] == widths[i] else "projection" for i in range(len(slots))]
+    runtime_skips = len(grid.menu("residual", arch["residual"])) > 1
+    skips = ("runtime",) * len(slots) if runtime_skips else tuple(kinds)
     activations = grid.menu("activation", arch["activation"])
     norms = tuple(n for n in grid.menu("norm", arch["norm"]) if n in _PADDABLE_NORMS)
     program = PaddedMLP(n_in, built.n_classes, tuple(slots), skips, 1 if grid.uniform else len(slots),
@@ -109,7 +120,7 @@ def pad_mlp(built: BuiltModel, grid: BucketGrid) -> Bucketed | None:
         "norms": [{"scale": get(part("norms", i), "scale", (w,)), "bias": get(part("norms", i), "bias", (w,))}
                   for i, w in enumerate(slots)],
         "skips": {i: {"kernel": get(part("skips", i), "kernel", (ins[i], slots[i]))}
-                  for i, kind in enumerate(skips) if kind == "projection"},
+                  for i, kind in enumerate(skips) if kind in ("projection", "runtime")},
         "head": {"kernel": get(real["head"], "kernel", (slots[-1], built.n_classes)),
                  "bias": get(real["head"], "bias", (built.n_classes,))},
         "runtime": {
@@ -117,6 +128,7 @@ def pad_mlp(built: BuiltModel, grid: BucketGrid) -> Bucketed | None:
             "on": (np.arange(len(slots)) < depth).astype(dtype),
             "norm": np.asarray(norms.index(arch["norm"]), dtype),
             "activation": np.asarray(activations.index(arch["activation"]), dtype),
+            **({"skip": np.asarray([_SKIP_CODES[k] for k in kinds], dtype)} if runtime_skips else {}),
         },
     }
     return Bucketed(program, jax.tree.map(jnp.asarray, params))

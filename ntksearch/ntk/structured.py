@@ -210,16 +210,31 @@ def _factors(apply_fn: ApplyFn, params: Params, x: Array) -> _Factors:
     return _Factors(*jax.vmap(per_example)(x))
 
 
+def _gram(left: Array, right: Array) -> np.ndarray | None:
+    """left @ rightᵀ of two row matrices in float64, over the columns nonzero in both (a padded model's
+    padding gives exactly-zero columns: they cost nothing); None when no column is."""
+    left, right = np.asarray(left), np.asarray(right)
+    keep = np.flatnonzero(left.any(axis=0) & right.any(axis=0))
+    if keep.size == 0:
+        return None
+    return np.asarray(left[:, keep], np.float64) @ np.asarray(right[:, keep], np.float64).T
+
+
 def _cross(left: _Factors, right: _Factors) -> np.ndarray:
     """(n₁C, n₂C) J₁ J₂ᵀ from the factors of two batches, in float64 on the host: per dense use the Gram
     matrices of the layer inputs (n₁ × n₂, repeated over outputs) and of the output gradients (n₁C × n₂C),
     multiplied entrywise, plus J_rest,₁ J_rest,₂ᵀ."""
-    rows = lambda m: np.asarray(m, np.float64).reshape(m.shape[0] * m.shape[1], -1)
+    rows = lambda m: np.asarray(m).reshape(m.shape[0] * m.shape[1], -1)
     c = left.out.shape[1]
-    kernel = rows(left.rest) @ rows(right.rest).T
+    kernel = np.zeros((left.out.size, right.out.size))
+    rest = _gram(rows(left.rest), rows(right.rest))
+    if rest is not None:
+        kernel += rest
     for a1, a2, g1, g2 in zip(left.inputs, right.inputs, left.grads, right.grads, strict=True):
-        inputs = np.asarray(a1, np.float64) @ np.asarray(a2, np.float64).T
-        kernel += np.repeat(np.repeat(inputs, c, axis=0), c, axis=1) * (rows(g1) @ rows(g2).T)
+        grads = _gram(rows(g1), rows(g2))
+        inputs = None if grads is None else _gram(a1, a2)
+        if inputs is not None:
+            kernel += np.repeat(np.repeat(inputs, c, axis=0), c, axis=1) * grads
     return kernel
 
 

@@ -51,14 +51,21 @@ UNIFORM_GROUPS = frozenset({"size", "linearised"})  # padded groups that stay ch
 
 
 def uniform_grid(space: SearchSpace) -> BucketGrid:
-    """The few-buckets grid of ``space`` (module docstring): uniform widths, depths 2, 4, … capped at the
-    space's deepest, menus of its categorical ``activation`` and ``norm`` choices."""
+    """The few-buckets grid of ``space`` (module docstring): every layer at the space's widest ``width``
+    rounded up to a power of two (one width: no bucket per width), depths 2, 4, … capped at the space's
+    deepest, menus of its categorical ``activation``, ``norm`` and ``residual`` choices."""
     specs = {spec.name: spec.dist for spec in space.specs}
-    menus = tuple((n, specs[n].choices) for n in ("activation", "norm") if isinstance(specs.get(n), Categorical))
+    menus = tuple((n, specs[n].choices) for n in ("activation", "norm", "residual")
+                  if isinstance(specs.get(n), Categorical))
     deepest = max((d.high for n, d in specs.items() if n in ("depth", "layers") and isinstance(d, IntRange)),
                   default=DEFAULT_GRID.depths[-1])
     depths = (*(d for d in DEFAULT_GRID.depths if d < deepest), deepest)
-    return BucketGrid(depths=depths, uniform=True, menus=menus)
+    width = specs.get("width")
+    widest = (width.high if isinstance(width, IntRange) else
+              max(width.choices) if isinstance(width, Categorical) and all(type(c) is int for c in width.choices)
+              else None)
+    widths = DEFAULT_GRID.widths if widest is None else (DEFAULT_GRID.width(widest),)
+    return BucketGrid(widths=widths, depths=depths, uniform=True, menus=menus)
 
 
 def search_grid(space: SearchSpace, proxies: list[str], *, structured: bool) -> BucketGrid:

@@ -38,6 +38,8 @@ CASES = {
 }
 SAME_BUCKET = {"mlp": {"width": [10, 10, 17]}, "rnn": {"hidden": [25, 40]}}  # as CASES[family][0] per layer
 GRIDS = {"per_layer": PER_LAYER, "uniform": UNIFORM, "menus": BucketGrid(widths=(8, 16, 32, 64), menus=MENUS)}
+# the few-buckets grid of a search (one width, residual skips chosen at run time): every mlp case
+RESIDUAL_MENU = BucketGrid(widths=(64,), depths=(2, 4), uniform=True, menus=(*MENUS, ("residual", (False, True))))
 
 
 def _build(family: str, arch: dict, seed: int = 0):
@@ -56,7 +58,8 @@ def _inputs(built, x, y, x_val, y_val) -> ProxyInputs:
 
 
 @pytest.mark.parametrize("family,case,grid", [(f, i, sorted(GRIDS)[i % len(GRIDS)])
-                                             for f, cases in CASES.items() for i in range(len(cases))])
+                                             for f, cases in CASES.items() for i in range(len(cases))]
+                         + [("mlp", i, "residual_menu") for i in range(len(CASES["mlp"]))])
 def test_padded_proxies_equal_the_stand_alone_ones(family: str, case: int, grid: str) -> None:
     """Every registry proxy: those of PADDED_GROUPS computed on the padded program equal the stand-alone values
     to 1e-10 relative in float64; the others are planned on the stand-alone candidate."""
@@ -68,7 +71,8 @@ def test_padded_proxies_equal_the_stand_alone_ones(family: str, case: int, grid:
         x_val, y_val = jnp.asarray(rng.random((5, *SHAPE))), jnp.arange(5) % N_CLASSES
         inputs = _inputs(built, x, y, x_val, y_val)
         names = list(PROXIES)
-        (padded_names, padded), (rest, alone) = plan_scoring(names, inputs, built, GRIDS[grid])
+        grid_ = RESIDUAL_MENU if grid == "residual_menu" else GRIDS[grid]
+        (padded_names, padded), (rest, alone) = plan_scoring(names, inputs, built, grid_)
         assert isinstance(padded.apply_fn, PaddedProgram) and padded.state_fn is padded.apply_fn
         assert alone is inputs and set(padded_names) | set(rest) == set(names)
         assert set(padded_names) == {n for n in names if PROXIES[n].group in PADDED_GROUPS}
@@ -125,6 +129,17 @@ def test_menus_turn_choices_into_runtime_codes() -> None:
     assert float(tanh.params["runtime"]["activation"]) == 2.0
     outside = bucket_candidate(_build("mlp", {**CASES["mlp"][0], "activation": "elu"}), grid)
     assert outside.apply_fn.activations == ("elu",) and outside.apply_fn != relu.apply_fn
+
+
+def test_a_residual_menu_shares_one_program_between_skip_kinds() -> None:
+    """Without, with identity and with projected skips: one program, the skip kinds as runtime codes."""
+    archs = [{**CASES["mlp"][0], "residual": False}, CASES["mlp"][0], {**CASES["mlp"][0], "width": [30, 9, 40]}]
+    plain, mixed, projected = (bucket_candidate(_build("mlp", arch), RESIDUAL_MENU) for arch in archs)
+    assert plain.apply_fn == mixed.apply_fn == projected.apply_fn
+    assert plain.apply_fn.widths == (64,) * 4 and plain.apply_fn.skips == ("runtime",) * 4
+    codes = [np.asarray(b.params["runtime"]["skip"]).tolist() for b in (plain, mixed, projected)]
+    assert codes == [[0, 0, 0, 0], [2, 1, 2, 0], [2, 2, 2, 0]]  # 0 none, 1 identity, 2 projection
+    assert not np.asarray(plain.params["skips"][1]["kernel"]).any()
 
 
 def test_choices_without_a_padded_form_are_scored_on_their_own() -> None:

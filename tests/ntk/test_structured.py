@@ -25,7 +25,9 @@ MLPS = [
      "init": "normal"},
 ]
 GRIDS = {"per_layer": BucketGrid(widths=(8, 16, 32, 64)),
-         "uniform": BucketGrid(widths=(8, 16, 32, 64), depths=(2, 4), uniform=True)}
+         "uniform": BucketGrid(widths=(8, 16, 32, 64), depths=(2, 4), uniform=True),
+         "uniform, residual menu": BucketGrid(widths=(64,), depths=(2, 4), uniform=True,
+                                              menus=(("residual", (False, True)),))}
 
 
 def _as64(tree):

@@ -30,6 +30,9 @@ SPACE = {
     },
     "train": {"learning_rate": "auto", "optimizer": "sgd", "batch_size": 32, "epochs": 1},
 }
+# residual skips chosen per candidate: a run-time menu of the few-buckets grid (static per-layer buckets)
+SKIP_MENU = {**SPACE, "hyperparameters": {**SPACE["hyperparameters"],
+                                         "residual": {"type": "categorical", "choices": [False, True]}}}
 
 
 def _search(space, digits, buckets, proxies=("grad_norm", "zico")) -> tuple[pd.DataFrame, int]:
@@ -48,8 +51,9 @@ def digits():
 @pytest.mark.parametrize("grid", ["per_layer", "uniform"])
 def test_leaderboards_agree_with_and_without_buckets(tmp_path: Path, digits, grid: str) -> None:
     """Per-layer grid with proxies run in and out of the padded program; the few-buckets grid (depth 1 padded to
-    2 with a bypassed layer, the norm a run-time menu) with the default score only, its kernel factored."""
-    space = load_space(write_space(tmp_path, SPACE))
+    2 with a bypassed layer, the norm and the skips run-time menus) with the default score only, its kernel
+    factored."""
+    space = load_space(write_space(tmp_path, SPACE if grid == "per_layer" else SKIP_MENU))
     proxies = ("grad_norm", "zico") if grid == "per_layer" else ()
     buckets = DEFAULT_GRID if grid == "per_layer" else uniform_grid(space)
     (with_buckets, in_buckets), (without, none) = (_search(space, digits, buckets, proxies),
@@ -66,10 +70,11 @@ def test_leaderboards_agree_with_and_without_buckets(tmp_path: Path, digits, gri
 
 
 def test_the_default_grid_depends_on_the_space_and_the_proxies(tmp_path: Path, digits) -> None:
-    mlp = load_space(write_space(tmp_path, SPACE))
+    mlp = load_space(write_space(tmp_path, SKIP_MENU))
     uniform = search_grid(mlp, list(DEFAULT_SCORE.proxies), structured=True)
     assert uniform.uniform and uniform.depths == (2,)  # capped at the space's deepest
-    assert dict(uniform.menus) == {"norm": ("none", "layer")}  # the activation is fixed: no menu
+    assert uniform.widths == (16,)  # the widest choice: one width
+    assert dict(uniform.menus) == {"norm": ("none", "layer"), "residual": (False, True)}  # activation fixed
     assert search_grid(mlp, list(DEFAULT_SCORE.proxies), structured=False) == DEFAULT_GRID  # AD products
     assert search_grid(mlp, [*DEFAULT_SCORE.proxies, "ntk_trace"], structured=True) == DEFAULT_GRID
     assert search_grid(mlp, [*DEFAULT_SCORE.proxies, "zico"], structured=True) == uniform  # zico: stand-alone
