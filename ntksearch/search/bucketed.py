@@ -22,10 +22,14 @@ parameters than NTK state entries is scored on its own throughout (:func:`plan_s
 padded parameters, compiling costs seconds per program. With the linearised proxies' kernel factored
 (:mod:`ntksearch.ntk.structured`: one forward and C reverse passes per example, then host Gram matrices)
 running a padded MLP costs little, so an mlp search whose padded proxies are only the linearised and size
-groups uses the few-buckets grid (every layer at the widest layer's width rounded up to a power of two, depth
-rounded up to 2, 4, … up to the space's deepest, the space's activation and norm choices selected at run time);
-measured on a TPE mlp search, 60 candidates: 41.2 candidates/min against 20.7 with the per-layer grid and 19.4
-without buckets (``benchmarks/RESULTS.md``). Every other search (recurrent networks, whose recurrences are not
+groups uses the few-buckets grid: every layer at the space's widest width rounded up to a power of two, depth
+rounded up to 2, 4, … up to the space's deepest, the space's activation, norm and residual choices selected at
+run time, so a search compiles at most one program per depth. Measured on a TPE mlp search, 60 candidates: with
+the widest *candidate* layer's width as the bucket width (one bucket per power of two and skip pattern) 41.2
+candidates/min against 20.7 with the per-layer grid and 19.4 without buckets; with one width and run-time skips
+(a depth-6 bucket at width 512 costs 0.04–0.08 s more per candidate to run than one at 128, while each further
+bucket costs 1–2 s of tracing and compilation) the cold quickstart went from 62.9 to 167.5 candidates/min
+(``benchmarks/RESULTS.md``). Every other search (recurrent networks, whose recurrences are not
 factored; any proxy estimated by AD products, whose cost grows with the padding; ``structured`` off) keeps the
 per-layer grid, where the few-buckets grid was measured slower (0.66× mlp, 0.91× rnn with AD products).
 """
