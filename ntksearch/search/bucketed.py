@@ -64,7 +64,7 @@ def uniform_grid(space: SearchSpace) -> BucketGrid:
     deepest = max((d.high for n, d in specs.items() if n in ("depth", "layers") and isinstance(d, IntRange)),
                   default=DEFAULT_GRID.depths[-1])
     depths = (*(d for d in DEFAULT_GRID.depths if d < deepest), deepest)
-    width = specs.get("width")
+    width = specs.get("width", specs.get("hidden"))
     widest = (width.high if isinstance(width, IntRange) else
               max(width.choices) if isinstance(width, Categorical) and all(type(c) is int for c in width.choices)
               else None)

@@ -85,3 +85,13 @@ def test_the_default_grid_depends_on_the_space_and_the_proxies(tmp_path: Path, d
     assert ProxyObjective(mlp, digits, proxies=None, batch_size=16).buckets == DEFAULT_GRID  # every proxy
     with pytest.raises(ValueError, match="buckets must be a BucketGrid, None or 'auto'"):
         ProxyObjective(mlp, digits, proxies=[], batch_size=16, buckets="uniform")
+
+
+@pytest.mark.parametrize("name,width,depths,menus", [
+    ("mlp", 512, (2, 4, 6), {"activation", "norm", "residual"}),
+    ("rnn", 128, (2,), set()),
+])
+def test_the_few_buckets_grid_of_a_shipped_space_has_one_width(name: str, width: int, depths: tuple,
+                                                               menus: set) -> None:
+    grid = uniform_grid(load_space(Path(__file__).parents[2] / "search_spaces" / f"{name}.yaml"))
+    assert grid.widths == (width,) and grid.depths == depths and set(dict(grid.menus)) == menus
