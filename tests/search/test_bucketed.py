@@ -30,6 +30,16 @@ SPACE = {
     },
     "train": {"learning_rate": "auto", "optimizer": "sgd", "batch_size": 32, "epochs": 1},
 }
+RNN_SPACE = {
+    "family": "rnn",
+    "hyperparameters": {
+        "cell": {"type": "categorical", "choices": ["tanh", "gru"]},
+        "layers": {"type": "int", "low": 1, "high": 2},
+        "hidden": {"type": "categorical", "choices": [6, 8], "per_layer": True},
+        "init_scale": {"type": "float", "low": 0.5, "high": 2.0, "log": True},
+    },
+    "train": SPACE["train"],
+}
 # residual skips chosen per candidate: a run-time menu of the few-buckets grid (static per-layer buckets)
 SKIP_MENU = {**SPACE, "hyperparameters": {**SPACE["hyperparameters"],
                                          "residual": {"type": "categorical", "choices": [False, True]}}}
@@ -48,12 +58,13 @@ def digits():
     return load_dataset("digits")
 
 
-@pytest.mark.parametrize("grid", ["per_layer", "uniform"])
+@pytest.mark.parametrize("grid", ["per_layer", "uniform", "rnn_uniform"])
 def test_leaderboards_agree_with_and_without_buckets(tmp_path: Path, digits, grid: str) -> None:
     """Per-layer grid with proxies run in and out of the padded program; the few-buckets grid (depth 1 padded to
     2 with a bypassed layer, the norm and the skips run-time menus) with the default score only, its kernel
-    factored."""
-    space = load_space(write_space(tmp_path, SPACE if grid == "per_layer" else SKIP_MENU))
+    factored; an rnn search on its few-buckets grid (AD products)."""
+    document = {"per_layer": SPACE, "uniform": SKIP_MENU, "rnn_uniform": RNN_SPACE}[grid]
+    space = load_space(write_space(tmp_path, document))
     proxies = ("grad_norm", "zico") if grid == "per_layer" else ()
     buckets = DEFAULT_GRID if grid == "per_layer" else uniform_grid(space)
     (with_buckets, in_buckets), (without, none) = (_search(space, digits, buckets, proxies),
@@ -64,6 +75,14 @@ def test_leaderboards_agree_with_and_without_buckets(tmp_path: Path, digits, gri
     others = [c for c in columns if c not in numbers]
     assert {"rank", "arch", "trial", *proxies, *DEFAULT_SCORE.proxies} <= set(columns)
     pd.testing.assert_frame_equal(with_buckets[others], without[others])
+    if grid == "rnn_uniform":
+        # AD products in float32, summed in another order in the padded program, can move the Lanczos run's
+        # stopping step: the tie-breaker then agrees within its own error indicators, not to 1e-4 (sizes, scores
+        # and ranks stay exact)
+        tie = "ntk_complexity"
+        bound = 3 * (with_buckets[f"{tie}_stderr"] + without[f"{tie}_stderr"])
+        assert ((with_buckets[tie] - without[tie]).abs() <= bound).all()
+        numbers = [c for c in numbers if not c.startswith(tie)]
     np.testing.assert_allclose(with_buckets[numbers].to_numpy(float), without[numbers].to_numpy(float),
                                rtol=1e-4, atol=1e-6)
 
@@ -80,7 +99,9 @@ def test_the_default_grid_depends_on_the_space_and_the_proxies(tmp_path: Path, d
     assert search_grid(mlp, [*DEFAULT_SCORE.proxies, "zico"], structured=True) == uniform  # zico: stand-alone
     rnn = load_space(write_space(tmp_path, {"family": "rnn", "hyperparameters": {"hidden": 8},
                                             "train": SPACE["train"]}, "rnn.yaml"))
-    assert search_grid(rnn, list(DEFAULT_SCORE.proxies), structured=True) == DEFAULT_GRID
+    for structured in (True, False):  # recurrences are not factored: the grid does not depend on it
+        assert search_grid(rnn, list(DEFAULT_SCORE.proxies), structured=structured) == uniform_grid(rnn)
+    assert search_grid(rnn, [*DEFAULT_SCORE.proxies, "grad_norm"], structured=True) == DEFAULT_GRID
     assert ProxyObjective(mlp, digits, proxies=[], batch_size=16).buckets == uniform
     assert ProxyObjective(mlp, digits, proxies=None, batch_size=16).buckets == DEFAULT_GRID  # every proxy
     with pytest.raises(ValueError, match="buckets must be a BucketGrid, None or 'auto'"):
