@@ -39,7 +39,11 @@ example one forward and C reverse passes, then Gram matrices of layer inputs and
 product above is a float64 matrix product on the host: the same Lanczos run, the same probes and stopping rule,
 values equal to the AD products' up to float rounding, in one compiled program instead of a product kernel
 called ≈ 50 times. Convolutional and recurrent networks, models coupling their examples (batch statistics: the
-batch and per-example outputs differ) and runs over several devices keep the AD products.
+batch and per-example outputs differ) and runs over several devices keep the AD products. Models whose products
+go through the dense per-example Jacobian J (convolutions, :mod:`ntksearch.ntk.jacobian`) form K_AA = J Jᵀ once
+on the device when no held-out batch is asked for (one (n × p)·(p × n) product instead of two passes over J per
+Lanczos step: a 62 k-parameter digits CNN 63 ms against ≈ 44 steps of ≈ 10 ms); with one, K_BA Q_k keeps its
+JVPs on B.
 
 **λ_max for ``auto``** is the top Ritz value θ_max of T_k (Lanczos finds the extreme eigenvalues first). θ_max ≤
 λ_max always; the Ritz residual ‖K s − θ_max s‖ (reported) bounds the distance to an eigenvalue, and the error
@@ -210,10 +214,17 @@ def _check_batches(out_shape: tuple[int, ...], x_train: Array, y_train: Array, x
                      f"the M = {m} held-out examples, got shape {labels.shape} and dtype {labels.dtype}")
 
 
+@jax.jit
+def _jacobian_gram(jac: Array) -> Array:
+    """J Jᵀ (n, n) of a dense Jacobian (n, p), in its dtype."""
+    return jac @ jac.T
+
+
 def _products(apply_fn: ApplyFn, params: Params, x_train: Array, x_val: Array | None, compile_mode: CompileMode,
               forward: ForwardPass, block_size: int, structured: bool) -> _ADProducts | _GramProducts:
     """Where the Lanczos run's products come from: K_AA and K_BA formed from per-layer factors when
-    ``structured`` and the model allows it on one device (:mod:`ntksearch.ntk.structured`), else the compiled
+    ``structured`` and the model allows it on one device (:mod:`ntksearch.ntk.structured`), K_AA = J Jᵀ when
+    ``structured``, the products go through a dense Jacobian and there is no held-out batch, else the compiled
     product kernel."""
     mesh = probe_mesh()
     n_outputs = forward.out.shape[1]
@@ -223,6 +234,10 @@ def _products(apply_fn: ApplyFn, params: Params, x_train: Array, x_val: Array | 
         if gram is not None:
             return _GramProducts(gram, n_outputs)
     setup = prepare_kernel(apply_fn, params, x_train, mesh, compile_mode, forward=forward)
+    if structured and setup.point is not None and x_val is None:  # J in hand: K_AA = J Jᵀ once (module doc)
+        outputs, jac = setup.point
+        return _GramProducts(StructuredKernel(np.asarray(_jacobian_gram(jac)), np.asarray(outputs), None, None),
+                             n_outputs)
     kernel = ProbeKernel(apply_fn, params, x_train, side="state", block_size=block_size,
                          dim=x_train.shape[0] * n_outputs, mesh=mesh, point=setup.point,
                          fast_compile=setup.fast_compile)
@@ -260,8 +275,8 @@ class _ADProducts:
 
 
 class _GramProducts:
-    """The same products with K_AA and K_BA formed once (:func:`ntksearch.ntk.structured.structured_kernel`),
-    as float64 matrix products on the host."""
+    """The same products with K_AA and K_BA formed once (:func:`ntksearch.ntk.structured.structured_kernel`, or
+    K_AA = J Jᵀ from a dense Jacobian), as float64 matrix products on the host."""
 
     def __init__(self, gram: StructuredKernel, n_outputs: int):
         self.n_outputs = n_outputs

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from ntksearch.ntk import linearise_kernel, linearised_metrics, ntk_metrics
+from ntksearch.ntk import structured as structured_module
 from ntksearch.ntk.estimators import probe_products
 from tests.ntk.linearised_reference import Dense, dense, dense_metrics, held_out, simulate
-from tests.ntk.problems import CLASSIFIERS, Problem, make_mlp
+from tests.ntk.problems import CLASSIFIERS, Problem, make_cnn, make_mlp
 
 KEY = jax.random.PRNGKey(0)
 QUANTITIES = ("train_loss", "val_loss", "val_accuracy", "complexity")
@@ -149,6 +150,27 @@ def test_without_a_held_out_batch_and_the_pass_count():
     for name in got:
         assert factored[name].value == pytest.approx(got[name].value, rel=1e-9)
         assert factored_held[name].value == pytest.approx(held[name].value, rel=1e-9)
+
+
+def test_a_dense_jacobian_forms_k_once_without_a_held_out_batch(monkeypatch):
+    """The CNN's products go through its dense per-example Jacobian: with the per-layer factors declined (no room
+    for the convolution rows), K_AA = J Jᵀ is formed once (no JVP, C per-example VJPs), with the values of the
+    Lanczos run on products through J; with a held-out batch the products through J stay."""
+    monkeypatch.setattr(structured_module, "REST_MAX_ENTRIES", 0)
+    with jax.enable_x64(True):
+        problem = make_cnn()
+        y_val = np.arange(problem.x.shape[0]) % problem.y.shape[1]
+        run = lambda x_val, y, structured: linearised_metrics(
+            problem.apply_fn, problem.params, problem.x, problem.y, x_val, y, key=KEY, max_matvecs=12, rtol=0.0,
+            structured=structured)
+        products, formed = run(None, None, False), run(None, None, True)
+        held = run(problem.x, y_val, True)
+    assert (formed["train_loss"].n_jvp, formed["train_loss"].n_vjp) == (0, problem.y.shape[1])
+    assert products["train_loss"].n_jvp > 0 and held["val_loss"].n_jvp > 0
+    assert formed.lanczos_steps == products.lanczos_steps == 12
+    for name in formed:
+        assert formed[name].value == pytest.approx(products[name].value, rel=1e-9)
+        assert held[name].value == pytest.approx(products[name].value, rel=1e-9)
 
 
 def test_a_zero_residual_gives_zero_losses():
