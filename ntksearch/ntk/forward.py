@@ -33,18 +33,37 @@ class ForwardPass:
         elementwise operations not counted.
       out: the abstract output (shape and dtype).
       primitives: the names of every primitive it binds, in nested calls and loop bodies too.
+      batch_statistics: whether it reduces over the leading axis of a value whose leading size is the batch
+        size N > 1 (a sum, mean, max or min over examples: batch normalisation, centring on the batch): its
+        examples then look coupled, and the per-example computations (the dense Jacobian, the factored kernel),
+        whose own checks would compile and then refuse them, are not tried. Shapes only: a reduction over the
+        first axis of a weight with N rows flags it too (such a model keeps its AD products).
     """
 
     product_flops: float
     out: jax.ShapeDtypeStruct
     primitives: frozenset[str]
+    batch_statistics: bool
+
+
+_REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"})
 
 
 def trace_forward(apply_fn: ApplyFn, params: Params, x: Array) -> ForwardPass:
     """Trace ``apply_fn(params, x)`` once (abstractly) and summarise it as a :class:`ForwardPass`."""
     closed, out = jax.make_jaxpr(apply_fn, return_shape=True)(params, x)
     equations = list(_equations(closed.jaxpr))
-    return ForwardPass(sum(map(_product_flops, equations)), out, frozenset(e.primitive.name for e in equations))
+    n = jax.numpy.shape(x)[0] if jax.numpy.ndim(x) else 1
+    return ForwardPass(sum(map(_product_flops, equations)), out, frozenset(e.primitive.name for e in equations),
+                       n > 1 and any(_over_examples(e, n) for e in equations))
+
+
+def _over_examples(eqn: Any, n: int) -> bool:
+    """Whether ``eqn`` reduces over a leading axis of size n."""
+    if eqn.primitive.name not in _REDUCTIONS:
+        return False
+    shape = eqn.invars[0].aval.shape
+    return 0 in eqn.params["axes"] and len(shape) > 0 and shape[0] == n
 
 
 def _equations(jaxpr: Any) -> Iterator[Any]:

@@ -178,12 +178,14 @@ def _products(img: Array, adj: Array, outputs: Array) -> ProbeProducts:
 
 def dense_point(apply_fn: ApplyFn, params: Params, x: Array, mesh: Mesh | None, *, forward: ForwardPass | None = None,
                 fast_compile: bool = False) -> tuple[Array, Array] | None:
-    """(outputs, J) when dense products pay (:func:`ntksearch.ntk.jacobian.dense_jacobian_pays`, one device)
-    and the model's examples pass :func:`ntksearch.ntk.jacobian.dense_jacobian`'s check; else None.
+    """(outputs, J) when dense products pay (:func:`ntksearch.ntk.jacobian.dense_jacobian_pays`, one device),
+    the forward pass computes no batch statistics (``ForwardPass.batch_statistics``: nothing is compiled for such
+    a model) and the model's examples pass :func:`ntksearch.ntk.jacobian.dense_jacobian`'s check; else None.
     ``forward``: the model's traced forward pass at ``(params, x)``, when the caller has it (else traced here)."""
     if mesh is not None:
         return None
-    if not dense_jacobian_pays(forward if forward is not None else trace_forward(apply_fn, params, x), params, x):
+    forward = forward if forward is not None else trace_forward(apply_fn, params, x)
+    if forward.batch_statistics or not dense_jacobian_pays(forward, params, x):
         return None
     return dense_jacobian(apply_fn, params, x, fast_compile=fast_compile)
 

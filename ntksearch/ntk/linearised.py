@@ -228,7 +228,8 @@ def _products(apply_fn: ApplyFn, params: Params, x_train: Array, x_val: Array | 
     product kernel."""
     mesh = probe_mesh()
     n_outputs = forward.out.shape[1]
-    if structured and mesh is None and structured_pays(apply_fn, params, x_train, x_val, n_outputs):
+    if (structured and mesh is None and not forward.batch_statistics
+            and structured_pays(apply_fn, params, x_train, x_val, n_outputs)):
         gram = structured_kernel(apply_fn, params, x_train, x_val,
                                  fast_compile=compiles_fast(compile_mode, forward, runs_once=True))
         if gram is not None:

@@ -7,9 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ntksearch.models import build_model
 from ntksearch.ntk import exact_jacobian, jacobian
+from ntksearch.ntk import kernel as kernel_module
 from ntksearch.ntk.forward import trace_forward
 from ntksearch.ntk.jacobian import dense_jacobian, dense_jacobian_pays, per_example_jacobian
+from ntksearch.ntk.kernel import dense_point
 from tests.ntk.problems import cnn_apply, make_cnn, make_mlp, make_rnn
 
 
@@ -56,6 +59,30 @@ def test_the_forward_trace_counts_matrix_products_and_convolutions_and_lists_pri
     assert trace_forward(cnn.apply_fn, cnn.params, cnn.x).product_flops == 2 * (conv1 + conv2 + head)
     nested = trace_forward(jax.jit(lambda p, x: mlp.apply_fn(p, x)), mlp.params, mlp.x)
     assert nested.product_flops == flops and "jit" in nested.primitives and "dot_general" in nested.primitives
+
+
+def test_the_forward_trace_flags_batch_statistics():
+    """Reductions over the examples (centring or normalising on the batch, Flax batch norm) flag the pass; the
+    same models without them, and a layer norm (over features), do not."""
+    cnn, mlp = make_cnn(), make_mlp()
+    centred = lambda p, x: cnn_apply(p, x - x.mean(axis=0, keepdims=True) + 0.5)
+    normalised = lambda p, x: (lambda h: (h - h.mean(axis=0)) / (h.std(axis=0) + 1.0))(cnn_apply(p, x))
+    assert all(trace_forward(f, cnn.params, cnn.x).batch_statistics for f in (centred, normalised))
+    assert not trace_forward(cnn.apply_fn, cnn.params, cnn.x).batch_statistics
+    assert not trace_forward(mlp.apply_fn, mlp.params, mlp.x).batch_statistics
+    assert not trace_forward(cnn.apply_fn, cnn.params, cnn.x[:1]).batch_statistics  # one example: nothing to couple
+    arch = {"stages": 1, "channels": [4], "blocks": [1], "kernel": [3], "stride": [1], "pool": ["none"]}
+    for norm, coupled in (("batch", True), ("layer", False)):
+        built = build_model("cnn", {**arch, "norm": norm}, input_shape=(8, 8, 1), n_classes=3, key=jax.random.key(0))
+        assert trace_forward(built.apply_fn, built.params, jnp.ones((6, 8, 8, 1))).batch_statistics == coupled
+
+
+def test_batch_statistics_skip_the_dense_jacobian(monkeypatch):
+    """dense_point declines a model with batch statistics before compiling anything for it."""
+    monkeypatch.setattr(kernel_module, "dense_jacobian", lambda *a, **k: pytest.fail("dense_jacobian was called"))
+    cnn = make_cnn()
+    centred = lambda p, x: cnn_apply(p, x - x.mean(axis=0, keepdims=True) + 0.5)
+    assert dense_point(centred, cnn.params, cnn.x, None) is None
 
 
 def _pays(apply_fn, params, x) -> bool:
