@@ -33,11 +33,12 @@ class ForwardPass:
         elementwise operations not counted.
       out: the abstract output (shape and dtype).
       primitives: the names of every primitive it binds, in nested calls and loop bodies too.
-      batch_statistics: whether it reduces over the leading axis of a value whose leading size is the batch
-        size N > 1 (a sum, mean, max or min over examples: batch normalisation, centring on the batch): its
-        examples then look coupled, and the per-example computations (the dense Jacobian, the factored kernel),
-        whose own checks would compile and then refuse them, are not tried. Shapes only: a reduction over the
-        first axis of a weight with N rows flags it too (such a model keeps its AD products).
+      batch_statistics: whether it always reduces over the leading axis of a value whose leading size is the
+        batch size N > 1 (a sum, mean, max or min over examples: batch normalisation, centring on the batch):
+        its examples then look coupled, and the per-example computations (the dense Jacobian, the factored
+        kernel), whose own checks would compile and then refuse them, are not tried. Shapes only: a reduction
+        over the first axis of a weight with N rows flags it too (such a model keeps its AD products); one inside
+        a branch of a ``cond`` (a run-time menu that may not take it) does not (the checks catch it if taken).
     """
 
     product_flops: float
@@ -54,8 +55,9 @@ def trace_forward(apply_fn: ApplyFn, params: Params, x: Array) -> ForwardPass:
     closed, out = jax.make_jaxpr(apply_fn, return_shape=True)(params, x)
     equations = list(_equations(closed.jaxpr))
     n = jax.numpy.shape(x)[0] if jax.numpy.ndim(x) else 1
+    always = _equations(closed.jaxpr, skip=frozenset({"cond"}))
     return ForwardPass(sum(map(_product_flops, equations)), out, frozenset(e.primitive.name for e in equations),
-                       n > 1 and any(_over_examples(e, n) for e in equations))
+                       n > 1 and any(_over_examples(e, n) for e in always))
 
 
 def _over_examples(eqn: Any, n: int) -> bool:
@@ -66,12 +68,14 @@ def _over_examples(eqn: Any, n: int) -> bool:
     return 0 in eqn.params["axes"] and len(shape) > 0 and shape[0] == n
 
 
-def _equations(jaxpr: Any) -> Iterator[Any]:
-    """Every equation of ``jaxpr`` and of the jaxprs nested in its equations' parameters, depth first."""
+def _equations(jaxpr: Any, skip: frozenset[str] = frozenset()) -> Iterator[Any]:
+    """Every equation of ``jaxpr`` and of the jaxprs nested in its equations' parameters, depth first (not
+    inside the sub-jaxprs of ``skip`` primitives)."""
     for eqn in jaxpr.eqns:
         yield eqn
-        for sub in jaxprs_in_params(eqn.params):
-            yield from _equations(sub)
+        if eqn.primitive.name not in skip:
+            for sub in jaxprs_in_params(eqn.params):
+                yield from _equations(sub, skip)
 
 
 def _product_flops(eqn: Any) -> float:

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from ntksearch.models import build_model
+from ntksearch.models.buckets import BucketGrid
+from ntksearch.models.padded import bucket_candidate
 from ntksearch.ntk import exact_jacobian, jacobian
 from ntksearch.ntk import kernel as kernel_module
 from ntksearch.ntk.forward import trace_forward
@@ -75,6 +77,15 @@ def test_the_forward_trace_flags_batch_statistics():
     for norm, coupled in (("batch", True), ("layer", False)):
         built = build_model("cnn", {**arch, "norm": norm}, input_shape=(8, 8, 1), n_classes=3, key=jax.random.key(0))
         assert trace_forward(built.apply_fn, built.params, jnp.ones((6, 8, 8, 1))).batch_statistics == coupled
+    # a padded MLP whose norm menu offers batch norm: a branch the candidate may not take does not flag it
+    menu = BucketGrid(widths=(16,), menus=(("norm", ("none", "layer", "batch")),))
+    for norm in ("layer", "batch"):
+        built = build_model("mlp", {"depth": 1, "width": [9], "residual": False, "norm": norm}, input_shape=(8, 8, 1),
+                            n_classes=3, key=jax.random.key(0))
+        padded, x = bucket_candidate(built, menu), jnp.ones((6, 8, 8, 1))
+        assert padded.apply_fn.norms == ("none", "layer", "batch")
+        assert not trace_forward(padded.apply_fn, padded.params, x).batch_statistics
+        assert trace_forward(built.apply_fn, built.params, x).batch_statistics == (norm == "batch")
 
 
 def test_batch_statistics_skip_the_dense_jacobian(monkeypatch):
