@@ -33,11 +33,14 @@ batch, in fresh processes, so nothing compiled earlier is reused unless the conf
   widest layer's width (rounded up to a power of two), depth rounded up to 2, 4, … (capped at the space's
   deepest), the space's activation and norm choices selected at run time (``BucketGrid(uniform=True,
   menus=...)``): fewer compilations, more padding.
+* ``objective, uniform buckets, 2 threads`` (``3``, ``4 threads``, ``2 processes``): the few-buckets grid
+  with candidates scored in k threads or processes, as the ``threads`` rows above.
 * ``objective, buckets, warm disk cache``: the bucketed search again with the persistent cache filled by it.
 
 Compile time is XLA's own (the ``backend_compile`` duration events JAX reports); "other" is everything else
 (tracing, running, building models, Optuna). Rates are candidates per minute of wall time, measured in one
-run of this script, so the ratios between rows are what to read.
+run of this script, so the ratios between rows are what to read (against ``objective only``, or the space's
+first row when it is not run).
 
 ``--quickstart N`` instead times the quickstart itself through the command line, as a new user runs it:
 ``ntksearch run experiments/quickstart.yaml --no-confirm --n-trials N`` (TPE, default score, SQLite storage)
@@ -83,6 +86,9 @@ CONFIGS = ("all proxies", "objective only", "objective, AD products", "objective
            "objective, 2 workers", "objective, 2 threads", "objective, 3 threads", "objective, 2 processes",
            "objective, 4 processes",
            "objective, buckets", "objective, uniform buckets",
+           "objective, uniform buckets, 2 threads", "objective, uniform buckets, 3 threads",
+           "objective, uniform buckets, 4 threads",
+           "objective, uniform buckets, 2 processes",
            "objective, buckets, warm disk cache")
 
 
@@ -181,22 +187,29 @@ def largest_difference(row: dict, reference: dict) -> float:
 
 
 def table(rows: list[dict], candidates: int, sampler: str, seed: int = 0) -> str:
-    """The Markdown table of ``rows``. A threaded row's compile seconds add up overlapping compilations, so its
-    "other" time and compile share are not shown; a row with worker processes has no compile seconds."""
+    """The Markdown table of ``rows``. Ratios and score differences are against the space's ``objective only``
+    row, or its first row when there is none (named in the header). A threaded row's compile seconds add up
+    overlapping compilations, so its "other" time and compile share are not shown; a row with worker processes
+    has no compile seconds."""
+    bases = {}
+    for row in rows:
+        if row["config"] == "objective only" or row["space"] not in bases:
+            bases[row["space"]] = row
+    reference = "objective only" if all(b["config"] == "objective only" for b in bases.values()) else "first row"
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; digits scoring batch of 32; "
              f"{candidates} candidates per space ({sampler} sampler, seed {seed}); fresh processes per row.", "",
-             "| space | configuration | candidates / min | × vs objective only | compile s | other s | compile share "
-             "| score Δ vs objective only |",
+             f"| space | configuration | candidates / min | × vs {reference} | compile s | other s | compile share "
+             f"| score Δ vs {reference} |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        base = next((r for r in rows if r["space"] == row["space"] and r["config"] == "objective only"), None)
+        base = bases[row["space"]]
         rate = row["candidates"] / row["wall"] * 60
         threaded = "threads" in row["config"] or "processes" in row["config"]
         other = "–" if threaded else f"{row['busy'] - row['compile']:.1f}"
         share = "–" if threaded else f"{row['compile'] / row['busy']:.0%}"
         compiled = "–" if "processes" in row["config"] else f"{row['compile']:.1f}"
-        speed = f"{base['wall'] / row['wall']:.2f}" if base else "–"
-        delta = f"{largest_difference(row, base):.1e}" if base else "–"
+        speed = f"{base['wall'] / row['wall']:.2f}"
+        delta = f"{largest_difference(row, base):.1e}"
         lines.append(f"| {row['space']} | {row['config']} | {rate:.1f} | {speed} | {compiled} | "
                      f"{other} | {share} | {delta} |")
     return "\n".join(lines) + "\n"
