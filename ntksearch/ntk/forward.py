@@ -55,9 +55,9 @@ def trace_forward(apply_fn: ApplyFn, params: Params, x: Array) -> ForwardPass:
     closed, out = jax.make_jaxpr(apply_fn, return_shape=True)(params, x)
     equations = list(_equations(closed.jaxpr))
     n = jax.numpy.shape(x)[0] if jax.numpy.ndim(x) else 1
-    always = _equations(closed.jaxpr, skip=frozenset({"cond"}))
-    return ForwardPass(sum(map(_product_flops, equations)), out, frozenset(e.primitive.name for e in equations),
-                       n > 1 and any(_over_examples(e, n) for e in always))
+    return ForwardPass(sum(_product_flops(e) for e, _ in equations), out,
+                       frozenset(e.primitive.name for e, _ in equations),
+                       n > 1 and any(not branch and _over_examples(e, n) for e, branch in equations))
 
 
 def _over_examples(eqn: Any, n: int) -> bool:
@@ -68,14 +68,13 @@ def _over_examples(eqn: Any, n: int) -> bool:
     return 0 in eqn.params["axes"] and len(shape) > 0 and shape[0] == n
 
 
-def _equations(jaxpr: Any, skip: frozenset[str] = frozenset()) -> Iterator[Any]:
-    """Every equation of ``jaxpr`` and of the jaxprs nested in its equations' parameters, depth first (not
-    inside the sub-jaxprs of ``skip`` primitives)."""
+def _equations(jaxpr: Any, in_branch: bool = False) -> Iterator[tuple[Any, bool]]:
+    """(equation, whether it lies inside a branch of a ``cond``) for every equation of ``jaxpr`` and of the
+    jaxprs nested in its equations' parameters, depth first."""
     for eqn in jaxpr.eqns:
-        yield eqn
-        if eqn.primitive.name not in skip:
-            for sub in jaxprs_in_params(eqn.params):
-                yield from _equations(sub, skip)
+        yield eqn, in_branch
+        for sub in jaxprs_in_params(eqn.params):
+            yield from _equations(sub, in_branch or eqn.primitive.name == "cond")
 
 
 def _product_flops(eqn: Any) -> float:
