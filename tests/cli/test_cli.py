@@ -231,13 +231,13 @@ def test_resume_after_an_interrupted_process(tmp_path: Path, stop: signal.Signal
     run_dir = tmp_path / "run"
     env = {**os.environ, CACHE_ENV: str(tmp_path / "jax-cache")}  # the resumed process reuses compiled code
     command = [sys.executable, "-m", "ntksearch.cli", "run", str(config), "--quiet"]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               preexec_fn=_deliverable_sigint)
+    process = subprocess.Popen(command, cwd=REPO, env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, preexec_fn=_deliverable_sigint)
     try:
         before = _wait_for_complete(run_dir, process, at_least=3)
     finally:
         process.send_signal(stop)
-        returncode = process.wait(timeout=60)
+        returncode = _wait_or_dump(process, timeout=60)
     assert returncode == (-signal.SIGKILL if stop == signal.SIGKILL else 130)
     study = _study(run_dir)
     interrupted = {t.number: t.params for t in study.trials
@@ -269,6 +269,18 @@ def _deliverable_sigint() -> None:
     inherited (an ignored or blocked signal stays so across exec, and Python then raises no KeyboardInterrupt)."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _wait_or_dump(process: subprocess.Popen, *, timeout: float) -> int:
+    """``process.wait(timeout)``; a process still running then is aborted and the failure shows its threads'
+    Python stacks (``PYTHONFAULTHANDLER`` dumps them on SIGABRT), so a hang says where it hung."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        out = process.communicate(timeout=30)[0].decode(errors="replace")
+        raise AssertionError(f"the run did not exit within {timeout} s of the signal; its stacks:\n{out[-8000:]}"
+                             ) from None
 
 
 def _wait_for_complete(run_dir: Path, process: subprocess.Popen, *, at_least: int, timeout: float = 240
