@@ -189,8 +189,9 @@ def recover_interrupted(study: optuna.Study, *, max_retry: int) -> list[int]:
     Interrupted trials are those still RUNNING (their process was killed or died; they are marked FAIL first)
     and those failed by Ctrl-C (:func:`~ntksearch.search.attrs.interruptions`) that were not retried yet. Their
     parameters are enqueued again through ``RetryHeartbeatStaleTrialCallback`` (at most ``max_retry`` times
-    per candidate), without their user attributes. Only for a study no live process works on
-    (``run --resume``).
+    per candidate), without their user attributes. A process killed while its trial was still being sampled
+    leaves only the parameters drawn so far: the retry keeps those and the sampler draws the rest. Only for a
+    study no live process works on (``run --resume``).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

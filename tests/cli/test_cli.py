@@ -260,7 +260,9 @@ def test_resume_after_an_interrupted_process(tmp_path: Path, stop: signal.Signal
     board = pd.read_csv(run_dir / "leaderboard" / "leaderboard.csv").set_index("trial")
     for number, params in interrupted.items():  # the interrupted trial failed and its candidate ran again
         retry = next(t for t in complete if t.system_attrs.get("failed_trial") == number)
-        assert not params or params == retry.params
+        # a process killed while its trial was still sampling leaves only the parameters drawn so far (seen:
+        # init_scale without width); the retry keeps them and draws the rest
+        assert params.items() <= retry.params.items()
         assert board.loc[number, "fail_reason"] == f"{reason}; retried as trial {retry.number}"
 
 
