@@ -85,7 +85,7 @@ CONFIGS = ("all proxies", "objective only", "objective, AD products", "objective
            "objective, warm disk cache",
            "objective, 2 workers", "objective, 2 threads", "objective, 3 threads", "objective, 2 processes",
            "objective, 4 processes",
-           "objective, buckets", "objective, uniform buckets",
+           "objective, buckets", "objective, uniform buckets, AD products", "objective, uniform buckets",
            "objective, uniform buckets, 2 threads", "objective, uniform buckets, 3 threads",
            "objective, uniform buckets, 4 threads",
            "objective, uniform buckets, 2 processes",

@@ -32,18 +32,18 @@ a block of b rows on A (the Lanczos vector and b − 1 probes; b = 2 by default,
 own compiled program), and the parameter-side JVP kernel on B. Nothing here depends on (η, t, ρ, β): one
 :class:`LinearisedKernel` evaluates any number of settings (:meth:`LinearisedKernel.metrics`).
 
-**K formed once, for dense-layer models** (``structured=True``, the default): when the model's weight matrices
-enter through dense products and the rest of its parameters are few (:func:`ntksearch.ntk.structured.structured_pays`),
-K_AA and K_BA are formed exactly from per-layer factors (:func:`ntksearch.ntk.structured.structured_kernel`: per
-example one forward and C reverse passes, then Gram matrices of layer inputs and output gradients) and every
-product above is a float64 matrix product on the host: the same Lanczos run, the same probes and stopping rule,
-values equal to the AD products' up to float rounding, in one compiled program instead of a product kernel
-called ≈ 50 times. Convolutional and recurrent networks, models coupling their examples (batch statistics: the
-batch and per-example outputs differ) and runs over several devices keep the AD products. Models whose products
-go through the dense per-example Jacobian J (convolutions, :mod:`ntksearch.ntk.jacobian`) form K_AA = J Jᵀ once
-on the device when no held-out batch is asked for (one (n × p)·(p × n) product instead of two passes over J per
-Lanczos step: a 62 k-parameter digits CNN 63 ms against ≈ 44 steps of ≈ 10 ms); with one, K_BA Q_k keeps its
-JVPs on B.
+**K formed once, for dense-layer models** (``structured=True``, the default): when the model's weight matrices enter
+through dense products (once, at every step of a ``scan``, or at every token) and the rest of its parameters are few
+(:func:`ntksearch.ntk.structured.structured_pays`), K_AA and K_BA are formed exactly from per-layer factors
+(:func:`ntksearch.ntk.structured.structured_kernel`: per example one forward and C reverse passes, then Gram
+matrices of layer inputs and output gradients) and every product above is a float64 matrix product on the host: the
+same Lanczos run, the same probes and stopping rule, values equal to the AD products' up to float rounding, in one
+compiled program instead of a product kernel called ≈ 50 times. Convolutional networks, models coupling their
+examples (batch statistics: the batch and per-example outputs differ) and runs over several devices keep the AD
+products. Models whose products go through the dense per-example Jacobian J (convolutions,
+:mod:`ntksearch.ntk.jacobian`) form K_AA = J Jᵀ once on the device when no held-out batch is asked for (one (n ×
+p)·(p × n) product instead of two passes over J per Lanczos step: a 62 k-parameter digits CNN 63 ms against ≈ 44
+steps of ≈ 10 ms); with one, K_BA Q_k keeps its JVPs on B.
 
 **λ_max for ``auto``** is the top Ritz value θ_max of T_k (Lanczos finds the extreme eigenvalues first). θ_max ≤
 λ_max always; the Ritz residual ‖K s − θ_max s‖ (reported) bounds the distance to an eigenvalue, and the error

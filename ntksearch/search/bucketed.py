@@ -29,12 +29,14 @@ the widest *candidate* layer's width as the bucket width (one bucket per power o
 candidates/min against 20.7 with the per-layer grid and 19.4 without buckets; with one width and run-time skips
 (a depth-6 bucket at width 512 costs 0.04–0.08 s more per candidate to run than one at 128, while each further
 bucket costs 1–2 s of tracing and compilation) the cold quickstart went from 62.9 to 167.5 candidates/min
-(``benchmarks/RESULTS.md``). Recurrent networks are not factored (their weights are used at every step of a
-``scan``), but the default score's searches drive them towards the space's largest sizes, where padding to
-the largest hidden size costs little running time and the few compiled programs save much: rnn searches with
-the same proxies use the few-buckets grid too (one hidden size, the space's largest; the cell and the
-directions static): 40 candidates, TPE seed 0 27.9 → 34.3, then, with the rule fixed before, a held-out TPE
-search (seed 1) 31.2 → 36.9 and a random search 32.1 → 42.8 candidates/min against the per-layer grid. Every
+(``benchmarks/RESULTS.md``). Recurrent networks were then scored by AD products (their weights are used at
+every step of a ``scan``), and the default score's searches drive them towards the space's largest sizes,
+where padding to the largest hidden size costs little running time and the few compiled programs save much:
+rnn searches with the same proxies use the few-buckets grid too (one hidden size, the space's largest; the
+cell and the directions static): 40 candidates, TPE seed 0 27.9 → 34.3, then, with the rule fixed before, a
+held-out TPE search (seed 1) 31.2 → 36.9 and a random search 32.1 → 42.8 candidates/min against the per-layer
+grid. Their weights are factored now too (a loop constant's factors at every step), where the padding's zero
+columns cost nothing; the grid does not depend on ``structured`` for them. Every
 other search (any other padded proxy, estimated by AD products whose cost grows with the padding; mlp with
 ``structured`` off) keeps the per-layer grid, where the few-buckets grid (then with a width per candidate)
 was measured slower (0.66× mlp with AD products).

@@ -1,5 +1,6 @@
-"""K from per-layer factors against the exact dense NTK (float64, 1e-10), on the test models, Flax MLPs and their
-padded programs; which parameters are factored; coupled models and large remainders are declined."""
+"""K from per-layer factors against the exact dense NTK (float64, 1e-10), on the test models, Flax MLPs and RNNs
+and their padded programs; which parameters are factored (recurrent weights too); both ways of forming a dense
+use's part; coupled models and large remainders are declined."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ntksearch.models.buckets import BucketGrid
 from ntksearch.models.padded import PADDERS
 from ntksearch.ntk import linearised_metrics
 from ntksearch.ntk.exact import exact_ntk
-from ntksearch.ntk.structured import _analysis, structured_kernel, structured_pays
+from ntksearch.ntk.structured import _analysis, _by_positions, _dense_part, structured_kernel, structured_pays
 from tests.ntk.problems import CLASSIFIERS
 
 RTOL = 1e-10
@@ -63,7 +64,8 @@ def _inputs() -> tuple[jax.Array, jax.Array]:
 
 @pytest.mark.parametrize("name", sorted(CLASSIFIERS))
 def test_equals_the_exact_ntk_on_the_test_models(name: str) -> None:
-    """MLP, CNN and RNN classifier: dense heads factored, convolutions and recurrences as Jacobian rows."""
+    """MLP, CNN and RNN classifier: dense heads and the RNN's input and recurrent weights (constants of its
+    ``scan``) factored, convolutions as Jacobian rows."""
     problem = CLASSIFIERS[name]()
     _check(problem.apply_fn, problem.params, problem.x[:5], problem.x[5:8] + 0.5)
 
@@ -77,6 +79,85 @@ def test_equals_the_exact_ntk_on_flax_mlps_and_their_padded_programs(case: int) 
         padded = PADDERS["mlp"](built, grid)
         if padded is not None:
             _check(padded.apply_fn, _as64(padded.params), x_a, x_b)
+
+
+RNNS = [
+    {"cell": "tanh", "layers": 1, "hidden": [5], "bidirectional": False},
+    {"cell": "gru", "layers": 2, "hidden": [6, 4], "bidirectional": True},
+    {"cell": "lstm", "layers": 2, "hidden": [3, 7], "bidirectional": True},
+]
+
+
+@pytest.mark.parametrize("case", range(len(RNNS)))
+def test_equals_the_exact_ntk_on_flax_rnns_and_their_padded_programs(case: int) -> None:
+    """Every input and recurrent kernel is factored (the recurrent ones inside the 8-step ``scan``), stand-alone
+    and padded; biases used at every step stay Jacobian rows."""
+    arch = {**RNNS[case], "readout": "last", "dropout": 0.0, "init": "lecun_normal", "init_scale": 1.0}
+    built = build_model("rnn", arch, input_shape=SHAPE, n_classes=3, key=jax.random.key(case))
+    x_a, x_b = _inputs()
+    grids = [BucketGrid(widths=(8, 16)), BucketGrid(widths=(16,), depths=(2,), uniform=True)]
+    programs = [(built.apply_fn, _as64(built.params))] + [
+        (padded.apply_fn, _as64(padded.params)) for padded in (PADDERS["rnn"](built, grid) for grid in grids)]
+    directions = 2 if arch["bidirectional"] else 1
+    for apply_fn, params in programs:
+        analysis = _analysis(apply_fn, params, x_a)
+        loops = sorted(analysis.loops.values())
+        slots = len(params["layers"])
+        assert loops == [()] * (1 + slots * directions) + [(8,)] * (slots * directions)  # head, input, recurrent
+        _check(apply_fn, params, x_a, x_b)
+
+
+def test_equals_the_exact_ntk_on_a_flax_transformer() -> None:
+    """Dense layers over the 9 token positions (8 rows and a class token) are factored; attention's mixing and
+    the norms stay Jacobian rows."""
+    arch = {"depth": 2, "heads": 2, "head_dim": 8, "mlp_ratio": 2.0, "pre_norm": True, "readout": "cls",
+            "activation": "gelu", "dropout": 0.0, "init": "xavier_uniform", "init_scale": 1.0}
+    built = build_model("transformer", arch, input_shape=SHAPE, n_classes=3, key=jax.random.key(0))
+    x_a, x_b = _inputs()
+    params = _as64(built.params)
+    analysis = _analysis(built.apply_fn, params, x_a)
+    positions = sorted(e.invars[0].aval.shape[:-1] for e in analysis.dense.values())
+    assert positions == [(1,), (1, 8)] + [(1, 9)] * 8  # head; embedding; q|k|v, out, mlp in and out per block
+    _check(built.apply_fn, params, x_a, x_b)
+
+
+@pytest.mark.parametrize(("positions", "d_in", "d_out"), [(4, 2, 5), (2, 50, 50), (1, 7, 3)])
+def test_both_ways_of_forming_a_dense_use_equal_the_sum_over_positions(positions: int, d_in: int, d_out: int
+                                                                       ) -> None:
+    """Σ_{s,t} (a_is·a_jt)(g_ios·g_jo't) by brute force, against Gram matrices over positions (chosen for the
+    second case) and against Jacobian rows (the first), with zero columns in both factors."""
+    outputs = 2
+    by_positions = _by_positions(outputs, positions, d_in, d_out)
+    assert by_positions == (positions != 4)
+    rng = np.random.default_rng(positions)
+    a1, a2 = rng.normal(size=(3, positions, d_in)), rng.normal(size=(5, positions, d_in))
+    g1, g2 = rng.normal(size=(3, outputs, positions, d_out)), rng.normal(size=(5, outputs, positions, d_out))
+    a1[..., 0], g2[..., -1] = 0.0, 0.0  # a column zero in one batch only is skipped: its products are zero
+    want = np.einsum("isd,jtd,iose,jqte->iojq", a1, a2, g1, g2).reshape(6, 10)
+    got = _dense_part(a1, a2, g1, g2)
+    assert np.max(np.abs(got - want)) <= RTOL * np.max(np.abs(want))
+    assert _dense_part(np.zeros_like(a1), a2, g1, g2) is None
+
+
+def test_a_weight_used_in_a_loop_and_after_it_is_kept_as_jacobian_rows() -> None:
+    """A loop constant used once per step is factored; used after the loop as well, it is not; K stays exact."""
+    def apply_fn(params, x):
+        def step(h, xt):
+            h = jnp.tanh(xt @ params["w_in"] + h @ params["w"])
+            return h, h
+
+        h, _ = jax.lax.scan(step, jnp.zeros((x.shape[0], 4), x.dtype), jnp.swapaxes(x, 0, 1))
+        return jnp.tanh(h @ params["w"]) @ params["head"]
+
+    keys = jax.random.split(jax.random.key(3), 4)
+    params = _as64({"w_in": jax.random.normal(keys[0], (3, 4)), "w": jax.random.normal(keys[1], (4, 4)) / 2,
+                    "head": jax.random.normal(keys[2], (4, 2))})
+    x = jax.random.normal(keys[3], (7, 5, 3), jnp.float64)
+    analysis = _analysis(apply_fn, params, x)
+    assert sorted(tuple(e.invars[1].aval.shape) for e in analysis.dense.values()) == [(3, 4), (4, 2)]
+    assert sorted(analysis.loops.values()) == [(), (5,)]
+    assert analysis.rest_size == 16
+    _check(apply_fn, params, x[:4], x[4:])
 
 
 def test_every_hidden_and_head_kernel_of_an_mlp_is_factored() -> None:

@@ -62,7 +62,7 @@ def digits():
 def test_leaderboards_agree_with_and_without_buckets(tmp_path: Path, digits, grid: str) -> None:
     """Per-layer grid with proxies run in and out of the padded program; the few-buckets grid (depth 1 padded to
     2 with a bypassed layer, the norm and the skips run-time menus) with the default score only, its kernel
-    factored; an rnn search on its few-buckets grid (AD products)."""
+    factored; an rnn search on its few-buckets grid (its kernel factored too)."""
     document = {"per_layer": SPACE, "uniform": SKIP_MENU, "rnn_uniform": RNN_SPACE}[grid]
     space = load_space(write_space(tmp_path, document))
     proxies = ("grad_norm", "zico") if grid == "per_layer" else ()
@@ -76,9 +76,9 @@ def test_leaderboards_agree_with_and_without_buckets(tmp_path: Path, digits, gri
     assert {"rank", "arch", "trial", *proxies, *DEFAULT_SCORE.proxies} <= set(columns)
     pd.testing.assert_frame_equal(with_buckets[others], without[others])
     if grid == "rnn_uniform":
-        # AD products in float32, summed in another order in the padded program, can move the Lanczos run's
-        # stopping step: the tie-breaker then agrees within its own error indicators, not to 1e-4 (sizes, scores
-        # and ranks stay exact)
+        # float32 factors, summed in another order in the padded program, can move the Lanczos run's stopping
+        # step: the tie-breaker then agrees within its own error indicators, not to 1e-4 (sizes, scores and
+        # ranks stay exact)
         tie = "ntk_complexity"
         bound = 3 * (with_buckets[f"{tie}_stderr"] + without[f"{tie}_stderr"])
         assert ((with_buckets[tie] - without[tie]).abs() <= bound).all()
@@ -99,7 +99,7 @@ def test_the_default_grid_depends_on_the_space_and_the_proxies(tmp_path: Path, d
     assert search_grid(mlp, [*DEFAULT_SCORE.proxies, "zico"], structured=True) == uniform  # zico: stand-alone
     rnn = load_space(write_space(tmp_path, {"family": "rnn", "hyperparameters": {"hidden": 8},
                                             "train": SPACE["train"]}, "rnn.yaml"))
-    for structured in (True, False):  # recurrences are not factored: the grid does not depend on it
+    for structured in (True, False):  # the rnn grid was chosen with AD products: it does not depend on it
         assert search_grid(rnn, list(DEFAULT_SCORE.proxies), structured=structured) == uniform_grid(rnn)
     assert search_grid(rnn, [*DEFAULT_SCORE.proxies, "grad_norm"], structured=True) == DEFAULT_GRID
     assert ProxyObjective(mlp, digits, proxies=[], batch_size=16).buckets == uniform
