@@ -32,7 +32,7 @@ run on products (mostly the host Gram matrices of 2560 rows).
 calls inlined, ``scan`` bodies evaluated the same way): a parameter leaf whose only use, through dtype
 conversions and reshapes, is the right operand of a ``dot_general`` contracting the last axis of a
 (…, d_in) input with the first of a (d_in, d_out) matrix, or that is a constant of a ``scan`` whose body uses
-it so (a weight applied at every step). Convolutions and attention keep their Jacobian rows, so
+it so (a weight applied at every step). Convolution kernels keep their Jacobian rows, so
 :func:`structured_pays` accepts a model only when something is factored, the rest is small
 (n·p_rest ≤ :data:`REST_MAX_ENTRIES`) and so are the host arrays (≤ :data:`KERNEL_MAX_ENTRIES` each). The
 per-example decomposition assumes examples do not interact (no batch statistics); :func:`structured_kernel`
