@@ -294,7 +294,7 @@ def _factors(apply_fn: ApplyFn, params: Params, x: Array) -> _Factors:
 def _kept(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Indices of the last-axis columns nonzero somewhere in both arrays (a padded model's padding gives
     exactly-zero columns: they cost nothing)."""
-    nonzero = lambda m: m.reshape(-1, m.shape[-1]).any(axis=0)
+    nonzero = lambda m: m.any(axis=tuple(range(m.ndim - 1)))
     return np.flatnonzero(nonzero(left) & nonzero(right))
 
 

@@ -139,6 +139,16 @@ def test_both_ways_of_forming_a_dense_use_equal_the_sum_over_positions(positions
     assert _dense_part(np.zeros_like(a1), a2, g1, g2) is None
 
 
+def test_a_model_with_every_parameter_factored() -> None:
+    """No Jacobian rows left (bias-free layers): K is the dense uses' parts alone."""
+    keys = jax.random.split(jax.random.key(4), 3)
+    params = _as64({"w": jax.random.normal(keys[0], (5, 6)), "head": jax.random.normal(keys[1], (6, 2))})
+    apply_fn = lambda p, x: jnp.tanh(x @ p["w"]) @ p["head"]
+    x = jax.random.normal(keys[2], (7, 5), jnp.float64)
+    assert _analysis(apply_fn, params, x).rest_size == 0
+    _check(apply_fn, params, x[:4], x[4:])
+
+
 def test_a_weight_used_in_a_loop_and_after_it_is_kept_as_jacobian_rows() -> None:
     """A loop constant used once per step is factored; used after the loop as well, it is not; K stays exact."""
     def apply_fn(params, x):
