@@ -223,3 +223,12 @@ def test_declined_without_dense_products_or_with_a_large_remainder() -> None:
     batch = jnp.ones((512, *SHAPE))  # n·p_rest = 1536 rows × 6147 biases and norm entries > 2²²
     assert not structured_pays(wide.apply_fn, wide.params, batch, None, 3)
     assert structured_pays(wide.apply_fn, wide.params, batch[:32], None, 3)
+    # 28 steps of 28 features: a 16-unit LSTM's factors fit; padded to 128 units its recurrent kernel's Jacobian
+    # rows (the cheaper way at 28 positions) would be 320 × 128 × 512 > 2²⁴ entries on the host
+    arch = {"cell": "lstm", "layers": 1, "hidden": [16], "bidirectional": False, "readout": "last", "dropout": 0.0,
+            "init": "lecun_normal", "init_scale": 1.0}
+    lstm = build_model("rnn", arch, input_shape=(28, 28, 1), n_classes=10, key=jax.random.key(0))
+    padded = PADDERS["rnn"](lstm, BucketGrid(widths=(128,), depths=(1,), uniform=True))
+    images = jnp.ones((32, 28, 28, 1))
+    assert structured_pays(lstm.apply_fn, lstm.params, images, None, 10)
+    assert not structured_pays(padded.apply_fn, padded.params, images, None, 10)
