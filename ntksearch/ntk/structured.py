@@ -221,8 +221,9 @@ def _positions(analysis: _Analysis, eqn: Any) -> int:
 
 
 def _factored_entries(n: int, m: int, n_outputs: int, positions: int, shape: tuple[int, ...]) -> int:
-    """Largest host array :func:`_dense_part` forms for one dense use (P = ``positions``, W of ``shape``):
-    the (n·C·P) × ((n + m)·C·P) output-gradient Gram, or its n·C × d_in·d_out Jacobian rows when cheaper."""
+    """Entries of the largest host arrays :func:`_dense_part` forms for one dense use on batches of n and m
+    examples (P = ``positions``, W of ``shape``): the output-gradient Gram matrices over (example, output,
+    position) rows, n·C·P × (n + m)·C·P in all, or the Jacobian rows, (n + m)·C × d_in·d_out, when cheaper."""
     d_in, d_out = shape
     by_positions = n * n_outputs * positions * (n + m) * n_outputs * positions
     return by_positions if _by_positions(n_outputs, positions, d_in, d_out) else (n + m) * n_outputs * d_in * d_out
