@@ -250,7 +250,7 @@ def structured_pays(apply_fn: ApplyFn, params: Params, x_a: Array, x_b: Array | 
                                   _positions(analysis, eqn), eqn.invars[1].aval.shape)
                 for eqn in analysis.dense.values()]
     return (bool(analysis.dense) and n * analysis.rest_size <= REST_MAX_ENTRIES and n * (n + m) <= KERNEL_MAX_ENTRIES
-            and max(factored) <= KERNEL_MAX_ENTRIES)
+            and max(factored, default=0) <= KERNEL_MAX_ENTRIES)
 
 
 class _Factors(NamedTuple):
@@ -335,7 +335,8 @@ def _shared_gradients(left: _Factors, right: _Factors) -> list[list[int]]:
     """The dense uses grouped by equal output gradients in both batches (as a recurrent cell's input and
     recurrent products, which add into one pre-activation): for such a group, a_1 ⊗ g, a_2 ⊗ g, … are the
     rows of the concatenated input [a_1, a_2, …] ⊗ g, one dense use of a wider W."""
-    grads = [[np.asarray(g) for g in factors.grads] for factors in (left, right)]
+    batches = (left,) if right is left else (left, right)  # K_AA: one batch to compare, not the same one twice
+    grads = [[np.asarray(g) for g in factors.grads] for factors in batches]
     groups: list[list[int]] = []
     same = lambda j, k: all(g[j].shape == g[k].shape and np.array_equal(g[j], g[k]) for g in grads)
     for k in range(len(left.grads)):
