@@ -10,6 +10,9 @@ batch, in fresh processes, so nothing compiled earlier is reused unless the conf
 * ``objective, AD products``: as above with ``scoring.linearised.structured: false``: the Lanczos run's products
   by AD passes for every model, instead of K_AA and K_BA formed once from per-layer factors where the model
   allows (:mod:`ntksearch.ntk.structured`: MLPs). What the factored kernel gains.
+* ``objective, MLIR emitters``: as ``objective only`` with XLA:CPU's default loop-fusion emitters instead of
+  :data:`ntksearch.ntk.compile.CPU_COMPILE_OPTIONS` (the older LLVM-IR emitters, which compile faster): what
+  those options gain.
 * ``objective, optimised compile`` (``fast compile``): as above with every NTK program compiled at XLA's default
   optimisation (``compile_mode: optimised``) or at its level 0 (``fast``) instead of the default ``auto``
   (level 0 unless the model has convolutions or a forward pass of ≥ 2²⁶ matrix-product flops, 2²⁴ with a loop,
@@ -80,8 +83,8 @@ if TYPE_CHECKING:
     from ntksearch.spaces import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ("all proxies", "objective only", "objective, AD products", "objective, optimised compile",
-           "objective, fast compile",
+CONFIGS = ("all proxies", "objective, MLIR emitters", "objective only", "objective, AD products",
+           "objective, optimised compile", "objective, fast compile",
            "objective, warm disk cache",
            "objective, 2 workers", "objective, 2 threads", "objective, 3 threads", "objective, 2 processes",
            "objective, 4 processes",
@@ -99,6 +102,7 @@ def child(args: argparse.Namespace) -> None:
     from jax._src import monitoring
 
     from ntksearch.data import load_dataset
+    from ntksearch.ntk import compile as ntk_compile
     from ntksearch.proxies import LinearisedOptions, NTKOptions
     from ntksearch.search import ProxyObjective, optimize_ahead
     from ntksearch.spaces import load_space
@@ -107,6 +111,8 @@ def child(args: argparse.Namespace) -> None:
         jax.config.update("jax_compilation_cache_dir", args.cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    if args.default_cpu_options:
+        ntk_compile.CPU_COMPILE_OPTIONS = {}  # read when the first NTK program is built
     compile_s = [0.0]
     monitoring.register_event_duration_secs_listener(
         lambda event, duration, **_: compile_s.__setitem__(0, compile_s[0] + duration)
@@ -158,6 +164,8 @@ def run_config(space: str, config: str, candidates: int, workdir: Path, sampler:
         base += ["--buckets", "uniform" if "uniform" in config else "per_layer"]
     if "AD products" in config:
         base.append("--no-structured")
+    if "MLIR emitters" in config:
+        base.append("--default-cpu-options")
     if "compile" in config:  # "objective, <mode> compile"
         base += ["--compile-mode", config.split()[-2]]
     if "threads" in config:  # "objective, k threads"
@@ -280,6 +288,7 @@ def main() -> None:
     parser.add_argument("--journal", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--record-all", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--default-cpu-options", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-structured", action="store_true",
                         help="Lanczos products by AD passes for every model (scoring.linearised.structured: false)")
     parser.add_argument("--compile-mode", choices=("auto", "fast", "optimised"), default="auto",

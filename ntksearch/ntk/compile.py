@@ -20,22 +20,43 @@ every measured model broke even within 60 calls. (The single 2²⁶ threshold ca
 searches: rnn 1.09×, mlp unchanged; the loop threshold was then taken from the same compile measurements by the
 same criterion and tested on a TPE search with another seed; ``benchmarks/RESULTS.md``.) A long estimate on a
 large batch (thousands of products of one model) runs faster ``"optimised"``.
+
+At either level the programs compile with :data:`CPU_COMPILE_OPTIONS` (XLA:CPU's LLVM-IR loop-fusion emitters,
+when the installed XLA still has them: :func:`compiler_options`): cold cnn searches compile 21–28% less and
+score 1.11–1.21× more candidates per minute, the same scores up to float rounding (``benchmarks/RESULTS.md``).
+The level thresholds above were measured before, with XLA's default emitters.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from ntksearch.ntk.forward import ForwardPass
 from ntksearch.ntk.options import COMPILE_MODES
 
-__all__ = ["FAST_COMPILE_OPTIONS", "OPTIMISED_FROM_FLOPS", "OPTIMISED_LOOPS_FROM_FLOPS", "compiles_fast", "jitted"]
+__all__ = [
+    "CPU_COMPILE_OPTIONS",
+    "FAST_COMPILE_OPTIONS",
+    "OPTIMISED_FROM_FLOPS",
+    "OPTIMISED_LOOPS_FROM_FLOPS",
+    "compiler_options",
+    "compiles_fast",
+    "jitted",
+]
 
 FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0}
+CPU_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+"""Options every NTK program compiles with, at either level, when the installed XLA knows them: XLA:CPU's
+LLVM-IR loop-fusion emitters instead of its newer MLIR ones. Compilation is mostly LLVM work per fused kernel (a
+product kernel of a 10-convolution CNN has ≈ 170), and the older emitters hand LLVM less of it: that kernel
+compiles in 1.4 s instead of 1.7 s, the same values up to float rounding (``benchmarks/RESULTS.md``). An
+``xla_cpu_`` option; other backends ignore it."""
 _SLOW_AT_LEVEL_0 = frozenset({"conv_general_dilated"})
 _LOOPS = frozenset({"scan", "while"})
 OPTIMISED_FROM_FLOPS = 2.0**26  # forward-pass matrix-product flops from which ``auto`` compiles at XLA's default
@@ -43,13 +64,61 @@ OPTIMISED_LOOPS_FROM_FLOPS = 2.0**24  # the same for a forward pass with a loop 
 
 
 @cache
+def _accepts_cpu_options() -> bool:
+    """Whether the installed XLA compiles with :data:`CPU_COMPILE_OPTIONS` (one tiny compile, once per process;
+    an XLA that no longer has an option rejects it by name)."""
+    try:
+        jax.jit(jnp.negative, compiler_options=CPU_COMPILE_OPTIONS).lower(jnp.zeros(())).compile()
+    except jax.errors.JaxRuntimeError:
+        return False
+    return True
+
+
+@cache
+def compiler_options(fast: bool) -> dict[str, Any]:
+    """The XLA options of an NTK program: :data:`FAST_COMPILE_OPTIONS` when ``fast``, and
+    :data:`CPU_COMPILE_OPTIONS` when the installed XLA accepts them (checked on first use, which initialises
+    JAX's backend)."""
+    return {**(FAST_COMPILE_OPTIONS if fast else {}), **(CPU_COMPILE_OPTIONS if _accepts_cpu_options() else {})}
+
+
+class _Jitted:
+    """``jax.jit(fn, static_argnames=..., compiler_options=compiler_options(fast))``, created on first use (so
+    importing ntksearch compiles nothing and leaves JAX's backend uninitialised); calls and attributes
+    (``lower``, ``_cache_size``, …) go to that jitted function."""
+
+    def __init__(self, fn: Callable[..., Any], fast: bool, static_argnames: tuple[str, ...]):
+        self._spec = (fn, fast, static_argnames)
+        self._jit: Callable[..., Any] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def jit(self) -> Callable[..., Any]:
+        if self._jit is None:
+            with self._lock:
+                if self._jit is None:
+                    fn, fast, static_argnames = self._spec
+                    self._jit = jax.jit(fn, static_argnames=static_argnames, compiler_options=compiler_options(fast))
+        return self._jit
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jit(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_spec", "_jit", "_lock"):
+            raise AttributeError(name)
+        return getattr(self.jit, name)
+
+
+@cache
 def jitted(fn: Callable[..., Any], *, fast: bool, static_argnames: tuple[str, ...] = ()) -> Callable[..., Any]:
-    """``jax.jit(fn, static_argnames=...)``, compiled with :data:`FAST_COMPILE_OPTIONS` when ``fast``.
+    """``jax.jit(fn, static_argnames=...)`` compiled with :func:`compiler_options` (:data:`FAST_COMPILE_OPTIONS`
+    when ``fast``), created on first call.
 
     Cached per (fn, fast, static_argnames): every call site gets the same jitted object, hence one compiled
     program per argument signature.
     """
-    return jax.jit(fn, static_argnames=static_argnames, compiler_options=FAST_COMPILE_OPTIONS if fast else None)
+    return _Jitted(fn, fast, static_argnames)
 
 
 def compiles_fast(mode: str, forward: ForwardPass, *, runs_once: bool = False) -> bool:

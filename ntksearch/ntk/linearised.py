@@ -76,7 +76,7 @@ import jax.numpy as jnp
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ntksearch.ntk.compile import compiles_fast
+from ntksearch.ntk.compile import compiles_fast, jitted
 from ntksearch.ntk.estimators import NonFiniteModelError, ProbeKernel, host_rng, probe_mesh
 from ntksearch.ntk.forward import ForwardPass, trace_forward
 from ntksearch.ntk.kernel import prepare_kernel
@@ -214,7 +214,6 @@ def _check_batches(out_shape: tuple[int, ...], x_train: Array, y_train: Array, x
                      f"the M = {m} held-out examples, got shape {labels.shape} and dtype {labels.dtype}")
 
 
-@jax.jit
 def _jacobian_gram(jac: Array) -> Array:
     """J Jᵀ (n, n) of a dense Jacobian (n, p), in its dtype."""
     return jac @ jac.T
@@ -237,8 +236,8 @@ def _products(apply_fn: ApplyFn, params: Params, x_train: Array, x_val: Array | 
     setup = prepare_kernel(apply_fn, params, x_train, mesh, compile_mode, forward=forward)
     if structured and setup.point is not None and x_val is None:  # J in hand: K_AA = J Jᵀ once (module doc)
         outputs, jac = setup.point
-        return _GramProducts(StructuredKernel(np.asarray(_jacobian_gram(jac)), np.asarray(outputs), None, None),
-                             n_outputs)
+        gram = np.asarray(jitted(_jacobian_gram, fast=False)(jac))
+        return _GramProducts(StructuredKernel(gram, np.asarray(outputs), None, None), n_outputs)
     kernel = ProbeKernel(apply_fn, params, x_train, side="state", block_size=block_size,
                          dim=x_train.shape[0] * n_outputs, mesh=mesh, point=setup.point,
                          fast_compile=setup.fast_compile)

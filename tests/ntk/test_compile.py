@@ -7,11 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ntksearch.ntk import compile as compile_module
 from ntksearch.ntk import ntk_metrics
 from ntksearch.ntk.compile import (
+    CPU_COMPILE_OPTIONS,
     FAST_COMPILE_OPTIONS,
     OPTIMISED_FROM_FLOPS,
     OPTIMISED_LOOPS_FROM_FLOPS,
+    compiler_options,
     compiles_fast,
     jitted,
 )
@@ -30,6 +33,27 @@ def test_jitted_is_cached_per_variant():
     assert jitted(_double, fast=True) is not jitted(_double, fast=False)
     assert FAST_COMPILE_OPTIONS == {"xla_backend_optimization_level": 0}
     np.testing.assert_array_equal(jitted(_double, fast=True)(jnp.arange(3.0)), [0.0, 2.0, 4.0])
+    assert jitted(_double, fast=True)._cache_size() == 1  # attributes of the jitted function pass through
+
+
+def test_compiler_options_include_the_cpu_options_the_installed_xla_accepts():
+    assert CPU_COMPILE_OPTIONS == {"xla_cpu_use_fusion_emitters": False}
+    assert compiler_options(True) == {**FAST_COMPILE_OPTIONS, **CPU_COMPILE_OPTIONS}  # jax 0.10 knows the option
+    assert compiler_options(False) == CPU_COMPILE_OPTIONS
+
+
+def test_compiler_options_leave_out_an_option_xla_rejects(monkeypatch):
+    monkeypatch.setattr(compile_module, "CPU_COMPILE_OPTIONS", {"xla_cpu_no_such_option": True})
+    compile_module._accepts_cpu_options.cache_clear()
+    compiler_options.cache_clear()
+    try:
+        assert compiler_options(True) == FAST_COMPILE_OPTIONS
+        assert compiler_options(False) == {}
+    finally:
+        monkeypatch.undo()
+        compile_module._accepts_cpu_options.cache_clear()
+        compiler_options.cache_clear()
+    assert compiler_options(False) == CPU_COMPILE_OPTIONS
 
 
 def test_auto_compiles_fast_unless_the_model_convolves():
