@@ -15,7 +15,7 @@ batch, in fresh processes, so nothing compiled earlier is reused unless the conf
   those options gain.
 * ``objective, optimised compile`` (``fast compile``): as above with every NTK program compiled at XLA's default
   optimisation (``compile_mode: optimised``) or at its level 0 (``fast``) instead of the default ``auto``
-  (level 0 unless the model has convolutions or a forward pass of ≥ 2²⁶ matrix-product flops, 2²⁴ with a loop,
+  (level 0 unless the model has convolutions or a forward pass of ≥ 2²⁵ matrix-product flops, 2²³ with a loop,
   :mod:`ntksearch.ntk.compile`): what each compile level gains.
 * ``objective, warm disk cache``: as above, run a second time with JAX's persistent compilation cache filled by
   the first run: identical architectures load their programs from disk instead of compiling.
@@ -39,6 +39,10 @@ batch, in fresh processes, so nothing compiled earlier is reused unless the conf
 * ``objective, uniform buckets, 2 threads`` (``3``, ``4 threads``, ``2 processes``): the few-buckets grid
   with candidates scored in k threads or processes, as the ``threads`` rows above.
 * ``objective, buckets, warm disk cache``: the bucketed search again with the persistent cache filled by it.
+
+``--xla-options JSON`` replaces :data:`ntksearch.ntk.compile.CPU_COMPILE_OPTIONS` in every row but ``objective,
+MLIR emitters``, to try other XLA:CPU options on the same candidates (an option the installed XLA rejects makes
+the NTK programs fall back to XLA's defaults, as ``MLIR emitters``).
 
 Compile time is XLA's own (the ``backend_compile`` duration events JAX reports); "other" is everything else
 (tracing, running, building models, Optuna). Rates are candidates per minute of wall time, measured in one
@@ -113,6 +117,8 @@ def child(args: argparse.Namespace) -> None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     if args.default_cpu_options:
         ntk_compile.CPU_COMPILE_OPTIONS = {}  # read when the first NTK program is built
+    elif args.xla_options:
+        ntk_compile.CPU_COMPILE_OPTIONS = json.loads(args.xla_options)
     compile_s = [0.0]
     monitoring.register_event_duration_secs_listener(
         lambda event, duration, **_: compile_s.__setitem__(0, compile_s[0] + duration)
@@ -150,8 +156,10 @@ def bucket_grid(space: SearchSpace, name: str) -> BucketGrid:
     return DEFAULT_GRID if name == "per_layer" else uniform_grid(space)
 
 
-def run_config(space: str, config: str, candidates: int, workdir: Path, sampler: str = "random", seed: int = 0) -> dict:
-    """Run one configuration in fresh processes; returns wall seconds, compile seconds and candidates."""
+def run_config(space: str, config: str, candidates: int, workdir: Path, sampler: str = "random", seed: int = 0,
+               xla_options: str | None = None) -> dict:
+    """Run one configuration in fresh processes; returns wall seconds, compile seconds and candidates.
+    ``xla_options``: a JSON object of XLA options replacing :data:`ntksearch.ntk.compile.CPU_COMPILE_OPTIONS`."""
     cache = workdir / f"cache-{space}"
     journal = workdir / f"{space}-{config.replace(' ', '_').replace(',', '')}.log"
     workers = 2 if "2 workers" in config else 1
@@ -166,6 +174,8 @@ def run_config(space: str, config: str, candidates: int, workdir: Path, sampler:
         base.append("--no-structured")
     if "MLIR emitters" in config:
         base.append("--default-cpu-options")
+    if xla_options:
+        base += ["--xla-options", xla_options]
     if "compile" in config:  # "objective, <mode> compile"
         base += ["--compile-mode", config.split()[-2]]
     if "threads" in config:  # "objective, k threads"
@@ -289,6 +299,9 @@ def main() -> None:
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--record-all", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--default-cpu-options", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--xla-options", metavar="JSON",
+                        help="XLA options replacing ntksearch.ntk.compile.CPU_COMPILE_OPTIONS in every row but "
+                        "'objective, MLIR emitters', e.g. '{\"xla_cpu_use_fusion_emitters\": false}'")
     parser.add_argument("--no-structured", action="store_true",
                         help="Lanczos products by AD passes for every model (scoring.linearised.structured: false)")
     parser.add_argument("--compile-mode", choices=("auto", "fast", "optimised"), default="auto",
@@ -316,8 +329,8 @@ def main() -> None:
             for config in configs:
                 if "warm disk cache" in config:  # fill the disk cache with one cold run, not timed as a row
                     run_config(space, config.replace("warm ", ""), args.candidates, Path(tmp), args.sampler,
-                               args.seed)
-                row = run_config(space, config, args.candidates, Path(tmp), args.sampler, args.seed)
+                               args.seed, args.xla_options)
+                row = run_config(space, config, args.candidates, Path(tmp), args.sampler, args.seed, args.xla_options)
                 rows.append(row)
                 print(f"{space:>4} {config:<36} {row['candidates'] / row['wall'] * 60:7.1f} cand/min  "
                       f"wall {row['wall']:6.1f} s  compile {row['compile']:6.1f} s of {row['busy']:6.1f} s busy",

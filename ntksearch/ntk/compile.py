@@ -2,29 +2,26 @@
 
 Scoring a candidate runs its product kernel a few dozen times on a small batch, so a cold search spends most
 of its time compiling (XLA:CPU's LLVM back end), not running. :func:`jitted` gives the same function compiled
-either way; the values agree up to float rounding. Level 0 compiles 1.2–2.3× faster and its programs run
-1.4–4.5× longer for MLPs, 1.7–8.5× for recurrent networks (loops lose vectorisation), and far longer for
-convolutions. Which pays depends on how often a candidate's kernel runs (the default score's Lanczos run: ≈50
-calls) and how long a call takes, which grows with the forward pass's matrix-product flops F
-(``benchmarks/compile_levels.py``, two runs, 2-core CPU, digits batch of 32, 2-row kernel): the default level
-breaks even after 13–39 calls for every measured model with F ≥ 2²⁶ ≈ 67 M (MLPs of 83 MFLOP, recurrent
-networks of 99–124 MFLOP), after up to 67 calls for MLPs between 2²⁵ and 2²⁶, after 13–51 for every recurrent
-network with F ≥ 2²⁴ ≈ 17 M (a loop body's flops counted once) but up to 63 between 2²³ and 2²⁴ and 98 at
-8 MFLOP, and after hundreds for small models.
+either way; the values agree up to float rounding. With :data:`CPU_COMPILE_OPTIONS`, level 0 compiles 2.1–3.9×
+faster and its programs run 1.7–3.9× longer for MLPs, 2.6–5.9× for recurrent networks (loops lose
+vectorisation), and far longer for convolutions. Which pays depends on how often a candidate's kernel runs (the
+default score's Lanczos run: ≈50 calls) and how long a call takes, which grows with the forward pass's
+matrix-product flops F (``benchmarks/compile_levels.py``, two runs, 2-core CPU, digits batch of 32, 2-row
+kernel): the default level breaks even after 9–49 calls for every measured MLP with F ≥ 2²⁵ ≈ 34 M (up to 69
+between 2²⁴ and 2²⁵), after 15–52 for every recurrent network with F ≥ 2²³ ≈ 8.4 M (a loop body's flops counted
+once; 48–63 just below it, at 8.0–8.2 M), and after hundreds for small models.
 Hence the ``compile_mode`` of the metric functions and of :class:`~ntksearch.ntk.options.NTKOptions` /
 :class:`~ntksearch.ntk.options.LinearisedOptions`: ``"fast"`` (level 0), ``"optimised"`` (XLA's default) or
 ``"auto"`` (the default, :func:`compiles_fast`): fast unless the model's forward pass has a convolution or
-does at least :data:`OPTIMISED_FROM_FLOPS` = 2²⁶ matrix-product flops, or 2²⁴
+does at least :data:`OPTIMISED_FROM_FLOPS` = 2²⁵ matrix-product flops, or 2²³
 (:data:`OPTIMISED_LOOPS_FROM_FLOPS`) when it has a loop: for each kind, the smallest power of two above which
-every measured model broke even within 60 calls. (The single 2²⁶ threshold came first and was tested on TPE
-searches: rnn 1.09×, mlp unchanged; the loop threshold was then taken from the same compile measurements by the
-same criterion and tested on a TPE search with another seed; ``benchmarks/RESULTS.md``.) A long estimate on a
-large batch (thousands of products of one model) runs faster ``"optimised"``.
+every measured model broke even within 60 calls in both runs. (The rule is older than these numbers: with XLA's
+default emitters it gave 2²⁶ and 2²⁴, tested then on TPE searches; ``benchmarks/RESULTS.md``.) A long estimate
+on a large batch (thousands of products of one model) runs faster ``"optimised"``.
 
 At either level the programs compile with :data:`CPU_COMPILE_OPTIONS` (XLA:CPU's LLVM-IR loop-fusion emitters,
 when the installed XLA still has them: :func:`compiler_options`): cold cnn searches compile 21–28% less and
 score 1.11–1.21× more candidates per minute, the same scores up to float rounding (``benchmarks/RESULTS.md``).
-The level thresholds above were measured before, with XLA's default emitters.
 """
 
 from __future__ import annotations
@@ -59,8 +56,8 @@ compiles in 1.4 s instead of 1.7 s, the same values up to float rounding (``benc
 ``xla_cpu_`` option; other backends ignore it."""
 _SLOW_AT_LEVEL_0 = frozenset({"conv_general_dilated"})
 _LOOPS = frozenset({"scan", "while"})
-OPTIMISED_FROM_FLOPS = 2.0**26  # forward-pass matrix-product flops from which ``auto`` compiles at XLA's default
-OPTIMISED_LOOPS_FROM_FLOPS = 2.0**24  # the same for a forward pass with a loop (recurrent networks)
+OPTIMISED_FROM_FLOPS = 2.0**25  # forward-pass matrix-product flops from which ``auto`` compiles at XLA's default
+OPTIMISED_LOOPS_FROM_FLOPS = 2.0**23  # the same for a forward pass with a loop (recurrent networks)
 
 
 @cache
